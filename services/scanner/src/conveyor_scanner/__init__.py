@@ -1,0 +1,1 @@
+"""scanner: turns arrivals in the pick-ups into recorded, dispatched jobs."""

@@ -1,0 +1,16 @@
+import asyncio
+
+from conveyor_shared.logging import configure_logging
+
+from conveyor_scanner.app import run
+from conveyor_scanner.settings import ScannerSettings
+
+
+def main() -> None:
+    settings = ScannerSettings()
+    configure_logging(settings.log_level, settings.log_json)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

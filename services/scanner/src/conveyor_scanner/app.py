@@ -1,0 +1,87 @@
+"""Wiring of the scanner service."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import structlog
+from conveyor_shared.config.loader import RoutesSource
+from conveyor_shared.config.models import DESTINATION_TYPES
+from conveyor_shared.delivery.jobs import JobCompletion
+from conveyor_shared.ledger.files import FileLedger
+from conveyor_shared.ledger.jobs import JobLedger
+from conveyor_shared.ledger.locks import Leases
+from conveyor_shared.messaging.consumer import QueueConsumer
+from conveyor_shared.messaging.publisher import CommandSender, EventPublisher
+from conveyor_shared.runtime import open_clients, run_consumers, stop_event_on_signals
+
+from conveyor_scanner.batching import SettleWindow
+from conveyor_scanner.handlers import DoneFileBatches, ScannerHandler
+from conveyor_scanner.recorder import JobRecorder
+from conveyor_scanner.scan import HealthCheck, ScheduledScan
+from conveyor_scanner.settings import ScannerSettings
+
+log = structlog.get_logger("conveyor.scanner")
+
+
+async def run(settings: ScannerSettings, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (by default: until SIGTERM or SIGINT)."""
+    structlog.contextvars.bind_contextvars(service="scanner")
+    names = settings.names
+    async with AsyncExitStack() as stack:
+        aws = await open_clients(stack, settings)
+        files = FileLedger(aws.dynamodb, names.files_table, names.jobs_table)
+        jobs = JobLedger(aws.dynamodb, names.jobs_table)
+        publisher = EventPublisher(
+            aws.sns, await aws.topic_arn(names.events_topic, settings.region)
+        )
+        senders: dict[str, CommandSender] = {
+            kind: CommandSender(aws.sqs, await aws.queue_url(names.transfer_queue(kind)))
+            for kind in DESTINATION_TYPES
+        }
+        routes = RoutesSource(settings.routes_uri, aws.s3)
+        await routes.get()  # refuse to start on an invalid routes file
+        recorder = JobRecorder(
+            files=files,
+            jobs=jobs,
+            senders=senders,
+            publisher=publisher,
+            s3_client=aws.s3,
+            repair_grace=settings.repair_grace_seconds,
+        )
+        done_files = DoneFileBatches(recorder, aws.s3)
+        health = HealthCheck(
+            files=files,
+            jobs=jobs,
+            recorder=recorder,
+            publisher=publisher,
+            completion=JobCompletion(files, jobs, publisher),
+            s3_client=aws.s3,
+            stale_after=settings.stale_after_seconds,
+            max_attempts=settings.max_attempts,
+        )
+        scan = ScheduledScan(
+            leases=Leases(aws.dynamodb, names.locks_table),
+            routes=routes,
+            recorder=recorder,
+            done_files=done_files,
+            health=health,
+            s3_client=aws.s3,
+            lease_seconds=settings.scan_lease_seconds,
+            batch_max_files=settings.batch_max_files,
+        )
+        window = SettleWindow(
+            recorder.record, settings.batch_window_seconds, settings.batch_max_files
+        )
+        handler = ScannerHandler(routes, window, done_files, scan)
+        consumer = QueueConsumer(
+            aws.sqs,
+            await aws.queue_url(names.scanner_queue),
+            handler.handle,
+            concurrency=settings.concurrency,
+            visibility_timeout=settings.visibility_timeout,
+            wait_seconds=settings.receive_wait_seconds,
+        )
+        log.info("service.started", queue=names.scanner_queue, routes=routes.uri)
+        await run_consumers([consumer], stop or stop_event_on_signals())

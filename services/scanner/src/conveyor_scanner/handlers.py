@@ -1,0 +1,116 @@
+"""What the scanner does with each message on its queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+import structlog
+from conveyor_shared.backends.s3 import S3Store
+from conveyor_shared.config.loader import RoutesSource
+from conveyor_shared.config.models import Route
+from conveyor_shared.errors import NotFound
+from conveyor_shared.messaging.consumer import ReceivedMessage
+from conveyor_shared.messaging.envelopes import MalformedMessage, parse_body
+from conveyor_shared.messaging.models import (
+    S3Notification,
+    S3ObjectCreated,
+    S3TestEvent,
+    ScanRequested,
+)
+
+from conveyor_scanner.batching import SettleWindow
+from conveyor_scanner.keys import is_folder_placeholder
+from conveyor_scanner.recorder import JobRecorder
+from conveyor_scanner.scan import ScheduledScan
+
+log = structlog.get_logger("conveyor.scanner")
+
+
+class DoneFileBatches:
+    """Routes with ``trigger_on_done_file`` (D3): nothing moves until
+    ``<client id>.done`` appears; then everything in the pick-up that was there
+    when it appeared is one job, and the ``.done`` is deleted after that job
+    is recorded. A file that arrives after the ``.done`` waits for the next one."""
+
+    def __init__(self, recorder: JobRecorder, s3_client: Any) -> None:
+        self._recorder = recorder
+        self._s3 = s3_client
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def take(self, route: Route) -> str | None:
+        async with self._locks[route.client_id]:
+            pickup = S3Store(self._s3, route.pickup.bucket)
+            try:
+                done = await pickup.stat(route.done_file_key)
+            except NotFound:
+                log.info("done_file.already_handled", client_id=route.client_id)
+                return None
+            keys = [
+                info.path
+                async for info in pickup.list(route.pickup.prefix)
+                if info.path != route.done_file_key
+                and not is_folder_placeholder(info.path)
+                and (
+                    info.modified is None or done.modified is None or info.modified <= done.modified
+                )
+            ]
+            job_id = await self._recorder.record(route, keys) if keys else None
+            await pickup.delete(route.done_file_key)
+            log.info(
+                "done_file.processed", client_id=route.client_id, job_id=job_id, files=len(keys)
+            )
+            return job_id
+
+
+class ScannerHandler:
+    def __init__(
+        self,
+        routes: RoutesSource,
+        window: SettleWindow,
+        done_files: DoneFileBatches,
+        scan: ScheduledScan,
+    ) -> None:
+        self._routes = routes
+        self._window = window
+        self._done_files = done_files
+        self._scan = scan
+
+    async def handle(self, message: ReceivedMessage) -> None:
+        parsed = parse_body(message.body)
+        if isinstance(parsed, S3TestEvent):
+            log.info("s3.test_event", bucket=parsed.bucket)
+        elif isinstance(parsed, S3Notification):
+            await asyncio.gather(*(self._arrived(record) for record in parsed.records))
+        elif isinstance(parsed, ScanRequested):
+            await self._scan.run(reason=parsed.reason)
+        else:
+            raise MalformedMessage(f"the scanner does not handle {type(parsed).__name__}")
+
+    async def _arrived(self, record: S3ObjectCreated) -> None:
+        route = (await self._routes.get()).route_for_object(record.bucket, record.key)
+        if route is None:
+            log.warning(
+                "pickup.unknown_location",
+                bucket=record.bucket,
+                key=record.key,
+                reason="no route's pick-up contains this key",
+            )
+            return
+        if is_folder_placeholder(record.key):
+            log.debug("pickup.folder_ignored", key=record.key)
+            return
+        if route.trigger_on_done_file:
+            if record.key == route.done_file_key:
+                await self._done_files.take(route)
+            else:
+                log.info(
+                    "pickup.waiting_for_done_file",
+                    client_id=route.client_id,
+                    key=record.key,
+                    done_file=route.done_file_key,
+                )
+            return
+        log.info("pickup.arrived", client_id=route.client_id, key=record.key, size=record.size)
+        await self._window.add(route, record.key)

@@ -1,0 +1,183 @@
+"""The scheduled scan (D2, D10) and the health check (D9).
+
+Only the scanner holding the ``scheduled-scan`` lease scans; a crashed
+holder's lease expires. The scan lists every pick-up and records whatever the
+events missed (what was already recorded is recognised and skipped), then
+the health check looks at entries still active after ``stale_after`` and at
+jobs left unfinished, and completes what an interrupted run left undone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from conveyor_shared.backends.s3 import S3Store
+from conveyor_shared.config.loader import RoutesSource
+from conveyor_shared.config.models import Route
+from conveyor_shared.delivery.jobs import JobCompletion
+from conveyor_shared.delivery.worker import fail_file
+from conveyor_shared.errors import NotFound
+from conveyor_shared.ledger.dynamo import epoch
+from conveyor_shared.ledger.files import FileLedger
+from conveyor_shared.ledger.jobs import JobLedger
+from conveyor_shared.ledger.locks import Leases
+from conveyor_shared.ledger.models import FileEntry, JobStatus
+from conveyor_shared.messaging.publisher import EventPublisher
+
+from conveyor_scanner.keys import is_folder_placeholder
+from conveyor_scanner.recorder import JobRecorder
+
+log = structlog.get_logger("conveyor.scanner")
+
+SCAN_LEASE = "scheduled-scan"
+
+
+class HealthCheck:
+    def __init__(
+        self,
+        *,
+        files: FileLedger,
+        jobs: JobLedger,
+        recorder: JobRecorder,
+        publisher: EventPublisher,
+        completion: JobCompletion,
+        s3_client: Any,
+        stale_after: int,
+        max_attempts: int,
+    ) -> None:
+        self._files = files
+        self._jobs = jobs
+        self._recorder = recorder
+        self._publisher = publisher
+        self._completion = completion
+        self._s3 = s3_client
+        self._stale_after = stale_after
+        self._max_attempts = max_attempts
+
+    async def run(self, routes: list[Route]) -> None:
+        cutoff = (
+            (datetime.now(UTC) - timedelta(seconds=self._stale_after))
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+        )
+        for route in routes:
+            for entry in await self._files.active_since_before(route.client_id, cutoff):
+                await self._stale_entry(route, entry)
+        async for job in self._jobs.unfinished():
+            if job.status is JobStatus.RUNNING and job.complete:
+                log.error(
+                    "job.unfinished",
+                    job_id=job.job_id,
+                    client_id=job.client_id,
+                    reason="every file settled but the job was never finished",
+                )
+                await self._completion.settle_job(job.job_id)
+
+    async def _stale_entry(self, route: Route, entry: FileEntry) -> None:
+        bound = log.bind(
+            client_id=entry.client_id,
+            job_id=entry.job_id,
+            file=entry.file_name,
+            content_id=entry.content_id,
+        )
+        bound.error(
+            "file.stale",
+            active_since=entry.active_since,
+            attempts=entry.send_attempts,
+            dispatched_at=entry.dispatched_at,
+            last_error=entry.last_error,
+        )
+        if entry.dispatched_at is None:
+            await self._recorder.repair(route, entry)
+            return
+        if entry.lease_expires is not None and entry.lease_expires > epoch():
+            bound.info("file.stale_but_busy", reason="a worker holds its lease")
+            return
+        try:
+            await S3Store(self._s3, entry.source_bucket).stat(entry.source_key)
+        except NotFound:
+            await fail_file(
+                self._files,
+                self._publisher,
+                self._completion,
+                entry,
+                "the file left the pick-up before it was delivered",
+                "permanent",
+            )
+            return
+        if entry.send_attempts >= self._max_attempts:
+            await fail_file(
+                self._files,
+                self._publisher,
+                self._completion,
+                entry,
+                f"gave up after {entry.send_attempts} attempts: "
+                f"{entry.last_error or 'interrupted'}",
+                entry.error_kind or "exhausted",
+            )
+            return
+        bound.warning("file.requeued", reason="active past its age with no worker on it")
+        await self._recorder.requeue(route, entry)
+
+
+class ScheduledScan:
+    def __init__(
+        self,
+        *,
+        leases: Leases,
+        routes: RoutesSource,
+        recorder: JobRecorder,
+        done_files: Any,
+        health: HealthCheck,
+        s3_client: Any,
+        lease_seconds: int,
+        batch_max_files: int,
+    ) -> None:
+        self._leases = leases
+        self._routes = routes
+        self._recorder = recorder
+        self._done_files = done_files
+        self._health = health
+        self._s3 = s3_client
+        self._lease_seconds = lease_seconds
+        self._batch_max = batch_max_files
+        self.owner = f"scanner-{uuid.uuid4().hex[:12]}"
+
+    async def run(self, reason: str = "schedule") -> bool:
+        """Scan every pick-up if no other scanner is; True if this one scanned."""
+        if not await self._leases.acquire(SCAN_LEASE, self.owner, self._lease_seconds):
+            log.info("scan.skipped", reason="another scanner holds the scan lease")
+            return False
+        started = datetime.now(UTC)
+        try:
+            log.info("scan.started", reason=reason, owner=self.owner)
+            routes = (await self._routes.get()).routes
+            for route in routes:
+                await self._scan_route(route)
+            await self._health.run(routes)
+        finally:
+            await self._leases.release(SCAN_LEASE, self.owner)
+        log.info("scan.finished", seconds=round((datetime.now(UTC) - started).total_seconds(), 3))
+        return True
+
+    async def _scan_route(self, route: Route) -> None:
+        pickup = S3Store(self._s3, route.pickup.bucket)
+        if route.trigger_on_done_file:
+            try:
+                await pickup.stat(route.done_file_key)
+            except NotFound:
+                return
+            await self._done_files.take(route)
+            return
+        keys = [
+            info.path
+            async for info in pickup.list(route.pickup.prefix)
+            if not is_folder_placeholder(info.path)
+        ]
+        for start in range(0, len(keys), self._batch_max):
+            job_id = await self._recorder.record(route, keys[start : start + self._batch_max])
+            if job_id:
+                log.info("scan.found_missed_files", client_id=route.client_id, job_id=job_id)

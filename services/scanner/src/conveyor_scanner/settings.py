@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from conveyor_shared.settings import ConveyorSettings
+from pydantic import Field
+
+
+class ScannerSettings(ConveyorSettings):
+    #: Arrival events are mostly waiting for their batch, so many are held at once.
+    concurrency: int = Field(default=1000, ge=1, le=10000)
+    visibility_timeout: int = Field(default=120, ge=5, le=43200)
+    #: Files of one client arriving within this many seconds of the first form one job.
+    batch_window_seconds: float = Field(default=2.0, ge=0.0, le=300.0)
+    #: A job never holds more files than this; a larger burst forms several.
+    batch_max_files: int = Field(default=1000, ge=1, le=100_000)
+    #: How long the scheduled scan's lease lasts (another scanner may scan after it expires).
+    scan_lease_seconds: int = Field(default=900, ge=10)
+    #: Entries still active after this long are reported and repaired by the health check (D9).
+    stale_after_seconds: int = Field(default=3600, ge=1)
+    #: A recorder may still be working on entries younger than this; repairs wait for it.
+    repair_grace_seconds: float = Field(default=120.0, ge=0.0)
+    #: Attempts after which the health check gives up on a stale file.
+    max_attempts: int = Field(default=3, ge=1)

@@ -1,0 +1,1 @@
+"""conveyor_transfer_sftp."""

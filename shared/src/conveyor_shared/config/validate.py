@@ -1,0 +1,158 @@
+"""Validation of a routes file that names every bad field and says why.
+
+Pydantic checks each field; this module adds what a single field cannot know
+(duplicate clients, overlapping pick-ups, inline credentials) and turns every
+problem into a ``Problem(path, message)`` a person can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from conveyor_shared.config.models import DESTINATION_TYPES, RoutesFile
+
+#: Keys that would put a credential into the file itself.
+INLINE_SECRET_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "private_key",
+        "passphrase",
+        "secret_access_key",
+        "access_key_id",
+        "aws_secret_access_key",
+        "session_token",
+        "token",
+        "api_key",
+        "service_account",
+        "service_account_json",
+        "webhook_url",
+        "key_file",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The routes file is invalid; ``problems`` lists every reason."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
+
+
+def format_path(loc: Sequence[str | int]) -> str:
+    path = ""
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in DESTINATION_TYPES and index and loc[index - 1] == "destination":
+            continue  # pydantic's discriminator tag, not a field of the file
+        else:
+            path += f".{part}" if path else part
+    return path or "(file)"
+
+
+def _inline_secrets(node: Any, loc: tuple[str | int, ...] = ()) -> Iterator[Problem]:
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            here = (*loc, key)
+            if isinstance(key, str) and key.lower() in INLINE_SECRET_KEYS:
+                yield Problem(
+                    format_path(here),
+                    "inline credential: store it in AWS Secrets Manager and refer to it "
+                    "with 'credentials: {secret: NAME}'",
+                )
+            else:
+                yield from _inline_secrets(value, here)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _inline_secrets(value, (*loc, index))
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "missing field"
+    if kind == "union_tag_invalid":
+        return (
+            f"unknown destination type {error['input'].get('type')!r}; "
+            f"expected one of {', '.join(DESTINATION_TYPES)}"
+        )
+    if kind == "union_tag_not_found":
+        return f"missing field 'type' (one of {', '.join(DESTINATION_TYPES)})"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _field_problems(raw: Any, inline: list[Problem]) -> tuple[RoutesFile | None, list[Problem]]:
+    inline_paths = {p.path for p in inline}
+    try:
+        return RoutesFile.model_validate(raw), []
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            path = format_path(error["loc"])
+            if path not in inline_paths:
+                problems.append(Problem(path, _describe(error)))
+        return None, problems
+
+
+def _cross_route_problems(routes_file: RoutesFile) -> Iterator[Problem]:
+    routes = routes_file.routes
+    for i, route in enumerate(routes):
+        for j in range(i):
+            other = routes[j]
+            if route.client_id == other.client_id:
+                yield Problem(
+                    f"routes[{i}].client_id",
+                    f"duplicate client id {route.client_id!r} (also routes[{j}])",
+                )
+            if route.name == other.name:
+                yield Problem(f"routes[{i}].name", f"duplicate route name (also routes[{j}])")
+            if route.pickup.overlaps(other.pickup):
+                yield Problem(
+                    f"routes[{i}].pickup",
+                    f"{route.pickup} overlaps routes[{j}].pickup {other.pickup}: "
+                    "a file would belong to two clients",
+                )
+            for a, b, a_index in ((route, other, i), (other, route, j)):
+                if a.archive is not None and a.archive.overlaps(b.pickup):
+                    yield Problem(
+                        f"routes[{a_index}].archive",
+                        f"{a.archive} overlaps the pick-up of client {b.client_id}",
+                    )
+
+
+def validate_routes(raw: Any, source: str = "routes file") -> RoutesFile:
+    """Parse and check a routes document (already loaded from YAML).
+
+    Raises ``ConfigError`` listing every problem, or returns the typed model.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, [Problem("(file)", "expected a mapping with a 'routes' list")])
+    inline = list(_inline_secrets(raw))
+    model, problems = _field_problems(raw, inline)
+    problems = inline + problems
+    if model is not None:
+        problems += list(_cross_route_problems(model))
+    if problems:
+        raise ConfigError(source, problems)
+    assert model is not None
+    return model

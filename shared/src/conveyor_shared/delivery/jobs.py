@@ -1,0 +1,86 @@
+"""Finishing jobs and publishing their events exactly once (D8, D12).
+
+Only the caller whose conditional write moved a job to ``finished`` publishes
+``job.finished``. If it crashed between that write and the publish, its SQS
+message comes back; the redelivered handler finds the job finished but
+unpublished and, once the finisher has had ``grace`` seconds, publishes it.
+The notifier keeps its own idempotency record, so even a publish repeated in
+that window sends no second e-mail.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from conveyor_shared.ledger.files import FileLedger
+from conveyor_shared.ledger.jobs import JobLedger
+from conveyor_shared.ledger.models import Job, JobStatus
+from conveyor_shared.messaging.models import JobFinished
+from conveyor_shared.messaging.publisher import EventPublisher
+
+log = structlog.get_logger("conveyor.jobs")
+
+
+def _older_than(iso: str | None, seconds: float) -> bool:
+    if iso is None:
+        return True
+    when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return datetime.now(UTC) - when > timedelta(seconds=seconds)
+
+
+class JobCompletion:
+    def __init__(
+        self,
+        files: FileLedger,
+        jobs: JobLedger,
+        publisher: EventPublisher,
+        grace_seconds: float = 30.0,
+    ) -> None:
+        self._files = files
+        self._jobs = jobs
+        self._publisher = publisher
+        self._grace = grace_seconds
+
+    async def settle_job(self, job_id: str) -> None:
+        """Finish the job if all its files are settled, and see ``job.finished`` out."""
+        job = await self._jobs.finish_if_complete(job_id)
+        if job is not None:
+            await self._publish_finished(job)
+            return
+        job = await self._jobs.get(job_id)
+        if (
+            job is not None
+            and job.status is JobStatus.FINISHED
+            and job.finished_published_at is None
+            and _older_than(job.finished_at, self._grace)
+        ):
+            log.warning("job.finished_republished", job_id=job_id, reason="finisher stopped early")
+            await self._publish_finished(job)
+
+    async def _publish_finished(self, job: Job) -> None:
+        files = await self._files.files_of_job(job.job_id)
+        log.info(
+            "job.finished",
+            job_id=job.job_id,
+            client_id=job.client_id,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            succeeded=job.succeeded,
+            failed=job.failed,
+            files=[
+                {"file": f.file_name, "status": f.status.value, "attempts": f.send_attempts}
+                for f in files
+            ],
+        )
+        await self._publisher.publish(
+            JobFinished(
+                job_id=job.job_id,
+                client_id=job.client_id,
+                route_name=job.route_name,
+                succeeded=job.succeeded,
+                failed=job.failed,
+            )
+        )
+        await self._jobs.mark_published(job.job_id, "finished")

@@ -1,0 +1,92 @@
+"""The wiring every transfer service shares: one consumer on its queue, one on
+its dead-letter queue, a ``DeliveryWorker`` in between. A service supplies
+only its destination type and how to open its destinations."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+
+import structlog
+from pydantic import Field
+
+from conveyor_shared.config.loader import RoutesSource
+from conveyor_shared.delivery.destinations import DestinationFactory
+from conveyor_shared.delivery.jobs import JobCompletion
+from conveyor_shared.delivery.worker import DeadLetterHandler, DeliveryWorker
+from conveyor_shared.ledger.files import FileLedger
+from conveyor_shared.ledger.jobs import JobLedger
+from conveyor_shared.messaging.consumer import QueueConsumer
+from conveyor_shared.messaging.publisher import EventPublisher
+from conveyor_shared.runtime import AwsClients, open_clients, run_consumers, stop_event_on_signals
+from conveyor_shared.secrets import SecretStore
+from conveyor_shared.settings import ConveyorSettings
+
+log = structlog.get_logger("conveyor.transfer")
+
+
+class TransferSettings(ConveyorSettings):
+    #: How long a claimed file stays ours without progress before another
+    #: message may take it over. Progress reports extend it.
+    lease_seconds: int = Field(default=300, ge=30)
+    #: Compare checksums after upload (sizes are always compared).
+    verify: bool = True
+
+
+FactoryMaker = Callable[[AwsClients, SecretStore, AsyncExitStack], Awaitable[DestinationFactory]]
+
+
+async def run_transfer_service(
+    settings: TransferSettings,
+    destination_type: str,
+    make_factory: FactoryMaker,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until ``stop`` is set (by default: until SIGTERM or SIGINT)."""
+    structlog.contextvars.bind_contextvars(service=f"transfer-{destination_type}")
+    names = settings.names
+    async with AsyncExitStack() as stack:
+        aws = await open_clients(stack, settings)
+        secrets = SecretStore(aws.secrets)
+        factory = await make_factory(aws, secrets, stack)
+        stack.push_async_callback(factory.close)
+        files = FileLedger(aws.dynamodb, names.files_table, names.jobs_table)
+        jobs = JobLedger(aws.dynamodb, names.jobs_table)
+        publisher = EventPublisher(
+            aws.sns, await aws.topic_arn(names.events_topic, settings.region)
+        )
+        completion = JobCompletion(files, jobs, publisher)
+        worker = DeliveryWorker(
+            destination_type=destination_type,
+            files=files,
+            routes=RoutesSource(settings.routes_uri, aws.s3),
+            destinations=factory,
+            s3_client=aws.s3,
+            publisher=publisher,
+            completion=completion,
+            lease_seconds=settings.lease_seconds,
+            verify=settings.verify,
+        )
+        queue = names.transfer_queue(destination_type)
+        consumers = [
+            QueueConsumer(
+                aws.sqs,
+                await aws.queue_url(queue),
+                worker.handle,
+                concurrency=settings.concurrency,
+                visibility_timeout=settings.visibility_timeout,
+                wait_seconds=settings.receive_wait_seconds,
+            ),
+            QueueConsumer(
+                aws.sqs,
+                await aws.queue_url(names.dead_letter_queue(queue)),
+                DeadLetterHandler(files, publisher, completion).handle,
+                concurrency=2,
+                visibility_timeout=60,
+                wait_seconds=settings.receive_wait_seconds,
+            ),
+        ]
+        log.info("service.started", queue=queue, instance=uuid.uuid4().hex[:8])
+        await run_consumers(consumers, stop or stop_event_on_signals())

@@ -1,0 +1,89 @@
+"""Typed views of ledger items. Attribute names in DynamoDB are camelCase and
+include the names operators already know: ``timestamp``, ``status``,
+``filePath``, ``fileName``, ``sendAttempts``, ``active`` (D4)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+
+class FileStatus(StrEnum):
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    FAIL = "fail"
+
+
+class JobStatus(StrEnum):
+    #: Created; its files are being recorded. Nothing is dispatched yet.
+    FORMING = "forming"
+    #: Its files are recorded and dispatched; ``total`` is fixed.
+    RUNNING = "running"
+    #: Every file is ``success`` or ``fail``.
+    FINISHED = "finished"
+
+
+class _Item(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_attributes(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class FileEntry(_Item):
+    """One file of one client, keyed by its content identity."""
+
+    client_id: str
+    content_id: str
+    #: When the status last changed (ISO 8601, UTC).
+    timestamp: str
+    status: FileStatus
+    file_path: str
+    file_name: str
+    send_attempts: int = 0
+    active: bool = True
+    job_id: str
+    route_name: str
+    size: int | None = None
+    source_bucket: str
+    source_key: str
+    source_version: str | None = None
+    source_etag: str | None = None
+    #: Present only while ``active``: feeds the sparse ``active`` index (D9).
+    active_since: str | None = None
+    dispatched_at: str | None = None
+    lease_owner: str | None = None
+    lease_expires: int | None = None
+    last_error: str | None = None
+    error_kind: str | None = None
+    delivered_to: str | None = None
+    delivered_at: str | None = None
+    bytes_done: int | None = None
+    progress_at: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.status in (FileStatus.SUCCESS, FileStatus.FAIL)
+
+
+class Job(_Item):
+    """Files picked up together for one client."""
+
+    job_id: str
+    client_id: str
+    route_name: str
+    status: JobStatus
+    started_at: str
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    finished_at: str | None = None
+    started_published_at: str | None = None
+    finished_published_at: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status is not JobStatus.FORMING and self.succeeded + self.failed >= self.total

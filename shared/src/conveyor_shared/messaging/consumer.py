@@ -1,0 +1,182 @@
+"""The SQS consumer loop every service runs (A3).
+
+* long poll, and never take more messages than there are free slots;
+* each message is handled in its own task, at most ``concurrency`` at once;
+* while a handler runs, the message's visibility is extended in the
+  background, so a 2 GB transfer is not handed to a second worker;
+* success deletes the message; failure leaves it for SQS to redeliver after a
+  back-off, and the queue's redrive policy moves it to the dead-letter queue
+  after ``maxReceiveCount`` receives;
+* a malformed body is logged and left to reach the dead-letter queue quickly;
+  it never crashes the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from conveyor_shared.messaging.envelopes import MalformedMessage
+
+log = structlog.get_logger("conveyor.consumer")
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    message_id: str
+    receipt_handle: str
+    body: str
+    #: How many times SQS has handed this message out, this time included.
+    receive_count: int
+
+
+class RetryLater(Exception):
+    """Raised by a handler to have the message redelivered after ``delay`` seconds."""
+
+    def __init__(self, delay: int, reason: str) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+Handler = Callable[[ReceivedMessage], Awaitable[None]]
+
+
+class QueueConsumer:
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        handler: Handler,
+        *,
+        concurrency: int = 8,
+        visibility_timeout: int = 60,
+        wait_seconds: int = 20,
+        retry_delays: Sequence[int] = (2, 10, 30),
+    ) -> None:
+        self._sqs = sqs
+        self._url = queue_url
+        self._handler = handler
+        self._concurrency = concurrency
+        self._visibility = visibility_timeout
+        self._wait = wait_seconds
+        self._retry_delays = tuple(retry_delays)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._log = log.bind(queue=queue_url.rsplit("/", 1)[-1])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then let in-flight messages finish."""
+        slots = asyncio.Semaphore(self._concurrency)
+        self._log.info("consumer.started", concurrency=self._concurrency)
+        try:
+            while not stop.is_set():
+                await slots.acquire()
+                slots.release()
+                free = self._concurrency - len(self._in_flight)
+                batch = await self._receive(min(10, max(free, 1)), stop)
+                for message in batch:
+                    await slots.acquire()
+                    task = asyncio.create_task(self._handle(message))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+                    task.add_done_callback(lambda _t: slots.release())
+        finally:
+            if self._in_flight:
+                await asyncio.gather(*self._in_flight, return_exceptions=True)
+            self._log.info("consumer.stopped")
+
+    async def _receive(self, count: int, stop: asyncio.Event) -> list[ReceivedMessage]:
+        receive = asyncio.ensure_future(
+            self._sqs.receive_message(
+                QueueUrl=self._url,
+                MaxNumberOfMessages=count,
+                WaitTimeSeconds=self._wait,
+                VisibilityTimeout=self._visibility,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            )
+        )
+        stopped = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({receive, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if receive not in done:
+            # Whatever this poll would have returned stays invisible for one
+            # visibility timeout, then is redelivered: nothing is lost.
+            receive.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await receive
+            return []
+        try:
+            response = receive.result()
+        except (BotoCoreError, ClientError) as exc:
+            self._log.warning("consumer.receive_failed", error=str(exc))
+            await asyncio.sleep(1)
+            return []
+        return [
+            ReceivedMessage(
+                message_id=m["MessageId"],
+                receipt_handle=m["ReceiptHandle"],
+                body=m["Body"],
+                receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+            )
+            for m in response.get("Messages", [])
+        ]
+
+    async def _handle(self, message: ReceivedMessage) -> None:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            message_id=message.message_id, receive_count=message.receive_count
+        )
+        try:
+            async with self._keep_invisible(message):
+                await self._handler(message)
+        except MalformedMessage as exc:
+            # Visible again at once: its receive count climbs to the redrive
+            # limit within seconds and an operator finds it in the DLQ.
+            self._log.error("message.malformed", reason=str(exc), body=message.body[:500])
+            await self._set_visibility(message, 0)
+        except RetryLater as exc:
+            self._log.info("message.retry_later", reason=str(exc), delay=exc.delay)
+            await self._set_visibility(message, exc.delay)
+        except Exception as exc:
+            delay = self._retry_delays[min(message.receive_count, len(self._retry_delays)) - 1]
+            self._log.error(
+                "message.failed", error=str(exc), error_type=type(exc).__name__, retry_in=delay
+            )
+            await self._set_visibility(message, delay)
+        else:
+            await self._delete(message)
+
+    @contextlib.asynccontextmanager
+    async def _keep_invisible(self, message: ReceivedMessage) -> AsyncIterator[None]:
+        async def extend() -> None:
+            while True:
+                await asyncio.sleep(max(1.0, self._visibility / 3))
+                await self._set_visibility(message, self._visibility)
+
+        heartbeat = asyncio.create_task(extend())
+        try:
+            yield
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _set_visibility(self, message: ReceivedMessage, seconds: int) -> None:
+        try:
+            await self._sqs.change_message_visibility(
+                QueueUrl=self._url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
+            )
+        except (BotoCoreError, ClientError) as exc:
+            self._log.warning("message.visibility_failed", error=str(exc))
+
+    async def _delete(self, message: ReceivedMessage) -> None:
+        try:
+            await self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message.receipt_handle)
+        except (BotoCoreError, ClientError) as exc:
+            # Redelivered later; every handler is idempotent, so that is harmless.
+            self._log.warning("message.delete_failed", error=str(exc))

@@ -1,0 +1,125 @@
+"""Every message Conveyor sends or receives, as a versioned pydantic model.
+
+``kind`` names the message and ``v`` its schema version. A consumer that meets
+a version it does not know treats the message as malformed (it ends in the
+dead-letter queue for an operator) rather than guessing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class S3ObjectRef(_Message):
+    """One object in S3 as it was when Conveyor picked it up."""
+
+    bucket: str
+    key: str
+    size: int | None = None
+    etag: str | None = None
+    #: The object's version: S3 VersionId, else its LastModified time. Tells a
+    #: redelivered event for the same upload from a new upload of the same key.
+    version: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+# --- Commands: put on one service's queue -------------------------------------------------
+
+
+class TransferRequested(_Message):
+    """Deliver one recorded file to its route's destination."""
+
+    kind: Literal["transfer.requested"] = "transfer.requested"
+    v: Literal[1] = 1
+    client_id: str
+    content_id: str
+    job_id: str
+    file_name: str
+    source: S3ObjectRef
+
+
+class ScanRequested(_Message):
+    """Run a scheduled scan of every pick-up (sent by the schedule)."""
+
+    kind: Literal["scan.requested"] = "scan.requested"
+    v: Literal[1] = 1
+    reason: str = "schedule"
+
+
+# --- Events: published on the SNS topic ---------------------------------------------------
+
+
+class JobStarted(_Message):
+    kind: Literal["job.started"] = "job.started"
+    v: Literal[1] = 1
+    job_id: str
+    client_id: str
+    route_name: str
+    files: int
+    at: datetime = Field(default_factory=utcnow)
+
+
+class JobFinished(_Message):
+    kind: Literal["job.finished"] = "job.finished"
+    v: Literal[1] = 1
+    job_id: str
+    client_id: str
+    route_name: str
+    succeeded: int
+    failed: int
+    at: datetime = Field(default_factory=utcnow)
+
+
+class FileFailed(_Message):
+    kind: Literal["file.failed"] = "file.failed"
+    v: Literal[1] = 1
+    job_id: str
+    client_id: str
+    content_id: str
+    file_name: str
+    attempts: int
+    error: str
+    at: datetime = Field(default_factory=utcnow)
+
+
+Event = Annotated[JobStarted | JobFinished | FileFailed, Field(discriminator="kind")]
+Command = Annotated[TransferRequested | ScanRequested, Field(discriminator="kind")]
+
+
+# --- What S3 sends ------------------------------------------------------------------------
+
+
+class S3ObjectCreated(_Message):
+    """One ``ObjectCreated:*`` record of an S3 event notification, key decoded."""
+
+    bucket: str
+    key: str
+    size: int | None = None
+    etag: str | None = None
+    sequencer: str | None = None
+    event_name: str
+    event_time: datetime | None = None
+
+
+class S3Notification(_Message):
+    records: list[S3ObjectCreated]
+
+
+class S3TestEvent(_Message):
+    """Sent once when a bucket's notification configuration is set; nothing to do."""
+
+    bucket: str | None = None

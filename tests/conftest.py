@@ -19,10 +19,10 @@ import aioboto3
 import boto3
 import pytest
 import stamina
+
 from conveyor_cli.localstack import servers
 from conveyor_cli.localstack.deploy import deploy_stack
 from conveyor_shared.aws import CLIENT_CONFIG
-
 from tests.support import InProcessServices, Stack
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
 from conveyor_cli.localstack.processes import ManagedProcess
 
 T = TypeVar("T")

@@ -1,9 +1,8 @@
 import asyncio
 
-from conveyor_shared.logging import configure_logging
-
 from conveyor_scanner.app import run
 from conveyor_scanner.settings import ScannerSettings
+from conveyor_shared.logging import configure_logging
 
 
 def main() -> None:

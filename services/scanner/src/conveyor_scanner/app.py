@@ -6,6 +6,12 @@ import asyncio
 from contextlib import AsyncExitStack
 
 import structlog
+
+from conveyor_scanner.batching import SettleWindow
+from conveyor_scanner.handlers import DoneFileBatches, ScannerHandler
+from conveyor_scanner.recorder import JobRecorder
+from conveyor_scanner.scan import HealthCheck, ScheduledScan
+from conveyor_scanner.settings import ScannerSettings
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.config.models import DESTINATION_TYPES
 from conveyor_shared.delivery.jobs import JobCompletion
@@ -15,12 +21,6 @@ from conveyor_shared.ledger.locks import Leases
 from conveyor_shared.messaging.consumer import QueueConsumer
 from conveyor_shared.messaging.publisher import CommandSender, EventPublisher
 from conveyor_shared.runtime import open_clients, run_consumers, stop_event_on_signals
-
-from conveyor_scanner.batching import SettleWindow
-from conveyor_scanner.handlers import DoneFileBatches, ScannerHandler
-from conveyor_scanner.recorder import JobRecorder
-from conveyor_scanner.scan import HealthCheck, ScheduledScan
-from conveyor_scanner.settings import ScannerSettings
 
 log = structlog.get_logger("conveyor.scanner")
 

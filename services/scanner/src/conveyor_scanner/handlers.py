@@ -7,6 +7,11 @@ from collections import defaultdict
 from typing import Any
 
 import structlog
+
+from conveyor_scanner.batching import SettleWindow
+from conveyor_scanner.keys import is_folder_placeholder
+from conveyor_scanner.recorder import JobRecorder
+from conveyor_scanner.scan import ScheduledScan
 from conveyor_shared.backends.s3 import S3Store
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.config.models import Route
@@ -19,11 +24,6 @@ from conveyor_shared.messaging.models import (
     S3TestEvent,
     ScanRequested,
 )
-
-from conveyor_scanner.batching import SettleWindow
-from conveyor_scanner.keys import is_folder_placeholder
-from conveyor_scanner.recorder import JobRecorder
-from conveyor_scanner.scan import ScheduledScan
 
 log = structlog.get_logger("conveyor.scanner")
 

@@ -30,6 +30,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
+
+from conveyor_scanner.keys import rejection
 from conveyor_shared.backends.s3 import S3Store, object_version
 from conveyor_shared.config.models import Route
 from conveyor_shared.errors import NotFound
@@ -40,8 +42,6 @@ from conveyor_shared.ledger.jobs import JobLedger
 from conveyor_shared.ledger.models import FileEntry, FileStatus, Job, JobStatus
 from conveyor_shared.messaging.models import JobStarted, S3ObjectRef, TransferRequested
 from conveyor_shared.messaging.publisher import CommandSender, EventPublisher
-
-from conveyor_scanner.keys import rejection
 
 log = structlog.get_logger("conveyor.scanner")
 T = TypeVar("T")

@@ -14,6 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+
+from conveyor_scanner.keys import is_folder_placeholder
+from conveyor_scanner.recorder import JobRecorder
 from conveyor_shared.backends.s3 import S3Store
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.config.models import Route
@@ -26,9 +29,6 @@ from conveyor_shared.ledger.jobs import JobLedger
 from conveyor_shared.ledger.locks import Leases
 from conveyor_shared.ledger.models import FileEntry, JobStatus
 from conveyor_shared.messaging.publisher import EventPublisher
-
-from conveyor_scanner.keys import is_folder_placeholder
-from conveyor_scanner.recorder import JobRecorder
 
 log = structlog.get_logger("conveyor.scanner")
 

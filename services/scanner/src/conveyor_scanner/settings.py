@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from conveyor_shared.settings import ConveyorSettings
 from pydantic import Field
+
+from conveyor_shared.settings import ConveyorSettings
 
 
 class ScannerSettings(ConveyorSettings):

@@ -2,7 +2,6 @@ import asyncio
 
 from conveyor_shared.delivery.service import TransferSettings
 from conveyor_shared.logging import configure_logging
-
 from conveyor_transfer_s3.app import run
 
 

@@ -7,13 +7,14 @@ problem into a ``Problem(path, message)`` a person can act on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from conveyor_shared.config.models import DESTINATION_TYPES, RoutesFile
+from conveyor_shared.config.models import DESTINATION_TYPES, Route, RoutesFile
 
 #: Keys that would put a credential into the file itself.
 INLINE_SECRET_KEYS = frozenset(
@@ -114,11 +115,22 @@ def _field_problems(raw: Any, inline: list[Problem]) -> tuple[RoutesFile | None,
         return None, problems
 
 
-def _cross_route_problems(routes_file: RoutesFile) -> Iterator[Problem]:
-    routes = routes_file.routes
-    for i, route in enumerate(routes):
-        for j in range(i):
-            other = routes[j]
+def _parsed_routes(raw: Mapping[str, Any]) -> list[tuple[int, Route]]:
+    """Each route that is valid on its own, with its index: cross-route checks
+    still run when another route has a field error."""
+    routes = raw.get("routes")
+    parsed = []
+    for index, item in enumerate(routes if isinstance(routes, list) else []):
+        try:
+            parsed.append((index, Route.model_validate(item)))
+        except ValidationError:
+            continue
+    return parsed
+
+
+def _cross_route_problems(routes: list[tuple[int, Route]]) -> Iterator[Problem]:
+    for position, (i, route) in enumerate(routes):
+        for j, other in routes[:position]:
             if route.client_id == other.client_id:
                 yield Problem(
                     f"routes[{i}].client_id",
@@ -140,6 +152,12 @@ def _cross_route_problems(routes_file: RoutesFile) -> Iterator[Problem]:
                     )
 
 
+def _order(problem: Problem) -> tuple[tuple[int, str], ...]:
+    """Problems sorted as the fields appear in the file (routes[2] before routes[10])."""
+    parts = re.split(r"[.\[\]]+", problem.path)
+    return tuple((int(p), "") if p.isdigit() else (-1, p) for p in parts if p)
+
+
 def validate_routes(raw: Any, source: str = "routes file") -> RoutesFile:
     """Parse and check a routes document (already loaded from YAML).
 
@@ -149,10 +167,8 @@ def validate_routes(raw: Any, source: str = "routes file") -> RoutesFile:
         raise ConfigError(source, [Problem("(file)", "expected a mapping with a 'routes' list")])
     inline = list(_inline_secrets(raw))
     model, problems = _field_problems(raw, inline)
-    problems = inline + problems
-    if model is not None:
-        problems += list(_cross_route_problems(model))
+    problems = inline + problems + list(_cross_route_problems(_parsed_routes(raw)))
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, sorted(problems, key=_order))
     assert model is not None
     return model

@@ -1,0 +1,154 @@
+"""``conveyor dev``: the embedded local stack (S5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import boto3
+import typer
+
+from conveyor_cli.localstack.demo import ProgressWatcher
+from conveyor_cli.localstack.stack import (
+    DemoClients,
+    Endpoints,
+    LocalStack,
+    aws_env,
+    provision,
+)
+
+app = typer.Typer(
+    help="The embedded local stack: every external system, on 127.0.0.1.", no_args_is_help=True
+)
+
+STATE = Path(".conveyor/dev")
+StateDir = Annotated[Path, typer.Option(help="Where the local stack keeps its data and logs")]
+
+
+def _sigterm_as_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _where_to_look(stack: LocalStack, routes: Path) -> None:
+    ep, demo = stack.endpoints, stack.demo
+    assert ep is not None
+    typer.echo(f"""
+Where to look:
+  shell exports       eval "$(uv run conveyor dev env)"
+  ledger (DynamoDB)   python -c "import boto3; [print(i) for i in boto3.client('dynamodb').scan(TableName='{demo.stack}-files')['Items']]"
+  S3 destination      python -c "import boto3; print([o['Key'] for o in boto3.client('s3').list_objects_v2(Bucket='{demo.s3_bucket}')['Contents']])"
+  GCS destination     curl -s {ep.gcs_url}/storage/v1/b/{demo.gcs_bucket}/o
+  SFTP destination    sftp -i {ep.sftp_client_key_path} -P {ep.sftp_port} -o StrictHostKeyChecking=no {ep.sftp_user}@127.0.0.1:{demo.sftp_directory}
+                      (or: ls {ep.sftp_root}/{demo.sftp_directory})
+  e-mails (Maildir)   ls {ep.maildir}/new
+  service logs        {stack.state / "logs"}/*.log (one JSON line per event)
+  routes file         {routes}
+Drop more files into s3://{demo.pickup_bucket}/H1001/ (GCS), /H1002/ (SFTP), /H1003/ (S3).""")  # noqa: E501
+
+
+def _mail_count(maildir: str | None) -> int:
+    new = Path(maildir or "") / "new"
+    return len(list(new.iterdir())) if new.exists() else 0
+
+
+@app.command("up")
+def up(
+    state_dir: StateDir = STATE,
+    once: Annotated[bool, typer.Option(help="Stop after the sample files have settled")] = False,
+    scan_every: Annotated[int, typer.Option(help="Seconds between scheduled scans")] = 60,
+    timeout: Annotated[int, typer.Option(help="Seconds to wait for the samples")] = 180,
+) -> None:
+    """Start everything, deliver sample files to SFTP, GCS and S3, and show their progress."""
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    if state_dir.exists():
+        import shutil
+
+        shutil.rmtree(state_dir)
+    stack = LocalStack(state_dir.resolve())
+    ok = False
+    try:
+        typer.echo("Starting the stand-ins on 127.0.0.1:")
+        endpoints = stack.start_servers()
+        typer.echo("Provisioning:")
+        routes = provision(endpoints, stack.demo, stack.state / "routes.yaml")
+        typer.echo("Starting the services:")
+        stack.start_services(routes)
+        stack.write_env_file(routes)
+        os.environ.update(aws_env(endpoints))
+        os.environ.pop("AWS_CA_BUNDLE", None)
+        session = boto3.Session()
+        watcher = ProgressWatcher(session, stack.demo.stack, stack.demo.pickup_bucket)
+        typer.echo("Dropping sample files into the pick-ups:")
+        watcher.drop_samples()
+
+        def died() -> str | None:
+            dead = stack.dead_services()
+            return f"service {dead[0].name} exited; see {dead[0].log_path}" if dead else None
+
+        ok = watcher.wait_settled(timeout, died)
+        delivered = sum(f.state == "delivered" for f in watcher.files.values())
+        typer.echo(
+            f"\n{delivered} of {len(watcher.files)} file(s) delivered; "
+            f"{_mail_count(endpoints.maildir)} e-mail(s) in the local mailbox."
+        )
+        _where_to_look(stack, routes)
+        if once:
+            return
+        typer.echo("\nRunning; press Ctrl-C to stop everything.")
+        scanner_queue = session.client("sqs").get_queue_url(
+            QueueName=f"{stack.demo.stack}-scanner"
+        )["QueueUrl"]
+        next_scan = time.monotonic() + scan_every
+        while not died():
+            watcher.poll()
+            if time.monotonic() >= next_scan:
+                # moto never fires EventBridge schedules: the local stack sends
+                # the schedule's own message itself.
+                session.client("sqs").send_message(
+                    QueueUrl=scanner_queue,
+                    MessageBody=json.dumps(
+                        {"kind": "scan.requested", "v": 1, "reason": "schedule"}
+                    ),
+                )
+                next_scan = time.monotonic() + scan_every
+            time.sleep(1)
+        typer.echo(f"stopped: {died()}")
+        ok = False
+    except KeyboardInterrupt:
+        ok = True
+        typer.echo("\nStopping...")
+    finally:
+        stack.stop()
+        typer.echo("Everything the local stack started has stopped.")
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command("env")
+def env(state_dir: StateDir = STATE) -> None:
+    """Print the running local stack's endpoints and credentials as shell exports."""
+    path = state_dir / "env.json"
+    try:
+        state = json.loads(path.read_text())
+        os.kill(int(state["pid"]), 0)
+    except (FileNotFoundError, ProcessLookupError, KeyError, ValueError):
+        typer.echo("No local stack is running; start one with: uv run conveyor dev up", err=True)
+        raise typer.Exit(1) from None
+    for key, value in state["exports"].items():
+        typer.echo(f"export {key}='{value}'")
+
+
+@app.command("provision")
+def provision_command(
+    endpoints_file: Annotated[Path, typer.Argument(help="JSON file with the Endpoints fields")],
+    routes_out: Annotated[Path, typer.Option(help="Where to write the routes file")],
+) -> None:
+    """Deploy the template and the demo clients into already-running stand-ins
+    (docker-compose's init container)."""
+    endpoints = Endpoints(**json.loads(endpoints_file.read_text()))
+    provision(endpoints, DemoClients(), routes_out)

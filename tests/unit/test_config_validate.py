@@ -1,0 +1,159 @@
+"""`conveyor config validate` rejects each bad input, naming the field and why,
+and accepts the shipped example (D1, S8)."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conveyor_shared.config import ConfigError, validate_routes
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "routes.yaml"
+
+
+def example() -> dict[str, Any]:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def problems(document: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(ConfigError) as caught:
+        validate_routes(document)
+    return {p.path: p.message for p in caught.value.problems}
+
+
+def run_cli(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor_cli.main", "config", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_shipped_example_is_valid() -> None:
+    routes = validate_routes(example())
+    assert [r.client_id for r in routes.routes] == ["H1234", "H5678", "H9012"]
+    assert routes.routes[1].done_file_key == "H5678/H5678.done"
+
+
+def test_cli_accepts_the_example() -> None:
+    result = run_cli(EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    assert "valid, 3 route(s)" in result.stdout
+
+
+def test_unknown_key_is_named() -> None:
+    doc = example()
+    doc["routes"][0]["notifyy"] = True
+    assert problems(doc) == {"routes[0].notifyy": "unknown key"}
+
+
+def test_missing_field_is_named() -> None:
+    doc = example()
+    del doc["routes"][1]["destination"]["host"]
+    assert problems(doc) == {"routes[1].destination.host": "missing field"}
+
+
+def test_malformed_email_is_named() -> None:
+    doc = example()
+    doc["routes"][0]["contacts"][1] = "it-team at acme"
+    found = problems(doc)
+    assert list(found) == ["routes[0].contacts[1]"]
+    assert "not a valid email address" in found["routes[0].contacts[1]"]
+
+
+def test_duplicate_client_id() -> None:
+    doc = example()
+    doc["routes"][2]["client_id"] = "H1234"
+    assert problems(doc) == {"routes[2].client_id": "duplicate client id 'H1234' (also routes[0])"}
+
+
+def test_overlapping_pickups() -> None:
+    doc = example()
+    doc["routes"][2]["pickup"] = "s3://example-conveyor-pickup/H1234/sub/"
+    found = problems(doc)
+    assert list(found) == ["routes[2].pickup"]
+    assert "overlaps routes[0].pickup" in found["routes[2].pickup"]
+
+
+def test_unknown_destination_type() -> None:
+    doc = example()
+    doc["routes"][0]["destination"]["type"] = "dropbox"
+    found = problems(doc)
+    assert found == {
+        "routes[0].destination": "unknown destination type 'dropbox'; expected one of gcs, sftp, s3"
+    }
+
+
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [(1, "password"), (1, "private_key"), (2, "secret_access_key")],
+)
+def test_inline_credentials_are_refused(where: int, key: str) -> None:
+    doc = example()
+    doc["routes"][where]["destination"][key] = "hunter2"
+    found = problems(doc)
+    assert list(found) == [f"routes[{where}].destination.{key}"]
+    assert found[f"routes[{where}].destination.{key}"].startswith("inline credential")
+
+
+def test_inline_credentials_inside_credentials_block_are_refused() -> None:
+    doc = example()
+    doc["routes"][1]["destination"]["credentials"] = {"password": "hunter2"}
+    found = problems(doc)
+    assert "routes[1].destination.credentials.password" in found
+    assert "routes[1].destination.credentials.secret" in found  # still missing its reference
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    doc = example()
+    doc["routes"][0]["client_id"] = "1234"
+    doc["routes"][1]["port"] = 22
+    doc["routes"][2]["contacts"] = []
+    assert set(problems(doc)) == {"routes[0].client_id", "routes[1].port", "routes[2].contacts"}
+
+
+def test_archive_must_not_overlap_a_pickup() -> None:
+    doc = example()
+    doc["routes"][0]["archive"] = "s3://example-conveyor-pickup/H5678/archive/"
+    found = problems(doc)
+    assert "overlaps the pick-up of client H5678" in found["routes[0].archive"]
+
+
+def test_cli_prints_every_problem_and_exits_nonzero(tmp_path: Path) -> None:
+    doc = copy.deepcopy(example())
+    doc["routes"][0]["destination"]["type"] = "ftpx"
+    doc["routes"][1]["destination"]["password"] = "hunter2"
+    twin = copy.deepcopy(doc["routes"][2])
+    twin |= {"name": "Cedar twin", "pickup": "s3://example-conveyor-pickup/other/"}
+    doc["routes"].append(twin)
+    bad = tmp_path / "routes.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    result = run_cli(bad)
+    assert result.returncode == 1
+    assert "3 problem(s)" in result.stderr
+    assert "routes[0].destination: unknown destination type 'ftpx'" in result.stderr
+    assert "routes[1].destination.password: inline credential" in result.stderr
+    assert "routes[3].client_id: duplicate client id 'H9012' (also routes[2])" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_cli_reports_yaml_syntax_errors_with_a_line(tmp_path: Path) -> None:
+    bad = tmp_path / "routes.yaml"
+    bad.write_text("routes:\n  - name: [unclosed\n")
+    result = run_cli(bad)
+    assert result.returncode == 1
+    assert "line 3" in result.stderr or "line 2" in result.stderr
+
+
+def test_cli_missing_file_exits_2(tmp_path: Path) -> None:
+    result = run_cli(tmp_path / "nope.yaml")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr

@@ -97,3 +97,133 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
     return lines
+
+
+async def drain(sqs: Any, queue_url: str, *, settle: float = 1.0) -> list[dict[str, Any]]:
+    """Receive every message now on the queue (hiding each for five minutes, so
+    none is counted twice), stopping after ``settle`` seconds with nothing new."""
+    messages: list[dict[str, Any]] = []
+    deadline = time.monotonic() + settle
+    while time.monotonic() < deadline:
+        response = await sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=300,
+            WaitTimeSeconds=0,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+        batch = response.get("Messages", [])
+        if batch:
+            messages.extend(batch)
+            deadline = time.monotonic() + settle
+        else:
+            await asyncio.sleep(0.1)
+    return messages
+
+
+async def bodies(sqs: Any, queue_url: str, settle: float = 1.0) -> list[dict[str, Any]]:
+    return [json.loads(m["Body"]) for m in await drain(sqs, queue_url, settle=settle)]
+
+
+async def queue_url(sqs: Any, name: str) -> str:
+    return str((await sqs.get_queue_url(QueueName=name))["QueueUrl"])
+
+
+async def subscribe_events(aws: dict[str, Any], stack: Stack) -> str:
+    """A queue receiving every event the stack publishes on its SNS topic (raw)."""
+    sqs, sns = aws["sqs"], aws["sns"]
+    url = (await sqs.create_queue(QueueName=f"{stack.name}-test-events"))["QueueUrl"]
+    arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"][
+        "QueueArn"
+    ]
+    await sns.subscribe(
+        TopicArn=stack.outputs["EventsTopicArn"],
+        Protocol="sqs",
+        Endpoint=arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    return str(url)
+
+
+async def ledger_items(dynamodb: Any, stack: Stack, client_id: str) -> list[dict[str, Any]]:
+    from conveyor_shared.ledger.dynamo import from_item
+
+    paginator = dynamodb.get_paginator("query")
+    items: list[dict[str, Any]] = []
+    async for page in paginator.paginate(
+        TableName=f"{stack.name}-files",
+        KeyConditionExpression="clientId = :c",
+        ExpressionAttributeValues={":c": {"S": client_id}},
+        ConsistentRead=True,
+    ):
+        items.extend(from_item(i) for i in page["Items"])
+    return items
+
+
+async def all_jobs(dynamodb: Any, stack: Stack) -> list[dict[str, Any]]:
+    from conveyor_shared.ledger.dynamo import from_item
+
+    paginator = dynamodb.get_paginator("scan")
+    jobs: list[dict[str, Any]] = []
+    async for page in paginator.paginate(TableName=f"{stack.name}-jobs", ConsistentRead=True):
+        jobs.extend(from_item(i) for i in page["Items"])
+    return jobs
+
+
+class ThrottledProxy:
+    """Forwards 127.0.0.1 connections to ``upstream`` port, passing at most
+    ``bytes_per_second`` from client to server: a slow link, so that a test can
+    act in the middle of a transfer."""
+
+    def __init__(self, upstream: int, bytes_per_second: int) -> None:
+        self.upstream = upstream
+        self.rate = bytes_per_second
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> ThrottledProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+            pumps = [
+                asyncio.create_task(self._pump(reader, up_writer, self.rate)),
+                asyncio.create_task(self._pump(up_reader, writer, None)),
+            ]
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            for pump in pumps:
+                pump.cancel()
+            up_writer.transport.abort()
+        except OSError:
+            pass
+        finally:
+            writer.transport.abort()
+            self._tasks.discard(task)
+
+    @staticmethod
+    async def _pump(
+        source: asyncio.StreamReader, sink: asyncio.StreamWriter, rate: int | None
+    ) -> None:
+        started, passed = time.monotonic(), 0
+        while data := await source.read(64 * 1024):
+            sink.write(data)
+            await sink.drain()
+            passed += len(data)
+            if rate is not None:
+                ahead = passed / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)

@@ -4,9 +4,10 @@ share one template and cannot drift.
 moto's CloudFormation reports success but silently skips a few resource
 kinds (see ../shared/docs/STAND-INS.md). After ``create_stack`` this module
 applies exactly those, read from the same template, through the service APIs:
-bucket notification configurations, SQS queue policies, SNS subscriptions
-and DynamoDB time-to-live settings. Each is applied only if it is missing, so
-a moto that starts supporting one does not get it twice.
+bucket notification, versioning and lifecycle configurations, SQS queue
+policies, SNS subscriptions and DynamoDB time-to-live settings. Each is
+applied only if it is missing, so a moto that starts supporting one does not
+get it twice.
 """
 
 from __future__ import annotations
@@ -138,6 +139,43 @@ def _apply_bucket_notifications(
     )
 
 
+def _apply_bucket_versioning(
+    session: boto3.Session, resolver: _Resolver, logical: str, props: Mapping[str, Any]
+) -> None:
+    s3 = session.client("s3")
+    bucket = resolver.physical[logical]
+    status = props.get("VersioningConfiguration", {}).get("Status")
+    if status and s3.get_bucket_versioning(Bucket=bucket).get("Status") != status:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
+    rules = props.get("LifecycleConfiguration", {}).get("Rules")
+    if not rules:
+        return
+    try:
+        s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+        return
+    except s3.exceptions.ClientError:
+        pass
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": [_lifecycle_rule(rule) for rule in rules]}
+    )
+
+
+def _lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """CloudFormation's lifecycle rule shape, in the S3 API's."""
+    api: dict[str, Any] = {"ID": rule["Id"], "Status": rule["Status"], "Filter": {"Prefix": ""}}
+    if "NoncurrentVersionExpiration" in rule:
+        api["NoncurrentVersionExpiration"] = {
+            "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
+        }
+    if "AbortIncompleteMultipartUpload" in rule:
+        api["AbortIncompleteMultipartUpload"] = {
+            "DaysAfterInitiation": int(
+                rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+            )
+        }
+    return api
+
+
 def _apply_queue_policy(
     session: boto3.Session, resolver: _Resolver, props: Mapping[str, Any]
 ) -> None:
@@ -225,6 +263,7 @@ def deploy_stack(
     for logical, resource in template["Resources"].items():
         kind, props = resource["Type"], resource.get("Properties", {})
         if kind == "AWS::S3::Bucket":
+            _apply_bucket_versioning(session, resolver, logical, props)
             _apply_bucket_notifications(session, resolver, logical, props)
         elif kind == "AWS::SQS::QueuePolicy":
             _apply_queue_policy(session, resolver, props)

@@ -136,16 +136,31 @@ def _keygen(path: Path) -> str:
     return " ".join(path.with_suffix(".pub").read_text().split()[:2])
 
 
-def start_sshd(state: Path, root: Path | None = None) -> Sshd:
+def start_sshd(
+    state: Path,
+    root: Path | None = None,
+    *,
+    name: str = "sshd",
+    sftp_flags: tuple[str, ...] = (),
+    password_authentication: bool = False,
+    sftp_only: bool = False,
+) -> Sshd:
     """OpenSSH's sshd as the SFTP peer, allowing the current user in with a key.
 
     ``root`` is where SFTP sessions start; relative paths resolve against it.
     Shell commands are allowed too, so that ``md5sum`` can verify uploads.
+    ``name`` keeps a second server's host key, config and log apart from the
+    first's; ``sftp_flags`` are passed to ``internal-sftp`` (``-R`` serves
+    read-only, ``-P posix-rename`` refuses that extension), and
+    ``password_authentication`` lets a client try passwords (which fail unless
+    the user has one: this is for testing rejected passwords). ``sftp_only``
+    forces every session into SFTP, as hosting providers do, so commands
+    such as ``md5sum`` cannot run.
     """
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if not Path(sshd).exists():
         raise RuntimeError("OpenSSH's sshd is not installed (scripts/bootstrap installs it)")
-    home = state / "sshd"
+    home = state / name
     home.mkdir(parents=True, exist_ok=True)
     root = root or state / "sftp-root"
     root.mkdir(parents=True, exist_ok=True)
@@ -154,18 +169,21 @@ def start_sshd(state: Path, root: Path | None = None) -> Sshd:
     (home / "authorized_keys").write_text(client_public + "\n")
     port = free_port()
     config = home / "sshd_config"
+    passwords = "yes" if password_authentication else "no"
+    subsystem = " ".join(["internal-sftp", "-d", str(root), *sftp_flags])
     config.write_text(
         f"Port {port}\nListenAddress 127.0.0.1\n"
         f"HostKey {home / 'ssh_host_ed25519_key'}\nPidFile {home / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {home / 'authorized_keys'}\n"
-        "UsePAM no\nStrictModes no\nPermitRootLogin yes\nPasswordAuthentication no\n"
+        f"UsePAM no\nStrictModes no\nPermitRootLogin yes\nPasswordAuthentication {passwords}\n"
         "KbdInteractiveAuthentication no\nMaxSessions 64\nMaxStartups 64:30:128\n"
-        f"Subsystem sftp internal-sftp -d {root}\nLogLevel INFO\n"
+        f"Subsystem sftp {subsystem}\nLogLevel INFO\n"
+        + (f"ForceCommand {subsystem}\n" if sftp_only else "")
     )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     proc = ManagedProcess(
-        "sshd", [sshd, "-D", "-e", "-f", str(config)], state / "logs" / "sshd.log"
+        name, [sshd, "-D", "-e", "-f", str(config)], state / "logs" / f"{name}.log"
     ).start()
     proc.wait_for_port(port)
     return Sshd(
@@ -218,6 +236,11 @@ class SmtpServer:
     process: ManagedProcess
     port: int
     maildir: Path
+    #: With STARTTLS: the server's self-signed certificate, for clients to trust.
+    certificate: Path | None = None
+    #: With authentication: the one login the server accepts.
+    username: str | None = None
+    password: str | None = None
 
     def messages(self) -> list[bytes]:
         """Every message received so far, oldest first."""
@@ -228,21 +251,98 @@ class SmtpServer:
         return [f.read_bytes() for f in files]
 
 
-def start_smtp(state: Path) -> SmtpServer:
-    port = free_port()
+def start_smtp(
+    state: Path,
+    *,
+    port: int | None = None,
+    starttls: bool = False,
+    username: str | None = None,
+    password: str | None = None,
+) -> SmtpServer:
+    """aiosmtpd, writing every message it accepts into the Maildir ``state/mail``.
+
+    ``port`` listens there instead of on a free port (to start a server that a
+    client is already trying to reach). ``starttls`` offers STARTTLS with a
+    fresh self-signed certificate for 127.0.0.1 and requires it before mail;
+    ``username`` and ``password`` make AUTH required and accept only that
+    login (over TLS when ``starttls``). aiosmtpd's command cannot check
+    passwords, so a secured server is a few lines of Python on its API.
+    """
+    port = port or free_port()
     maildir = state / "mail"
+    log = state / "logs" / "smtp.log"
+    if not starttls and username is None:
+        argv = [_bin("aiosmtpd"), "-n", "-l", f"127.0.0.1:{port}"]
+        proc = ManagedProcess(
+            "smtp", [*argv, "-c", "aiosmtpd.handlers.Mailbox", str(maildir)], log
+        ).start()
+        proc.wait_for_port(port)
+        return SmtpServer(proc, port, maildir)
+    certificate = key = None
+    if starttls:
+        certificate, key = state / "smtp-cert.pem", state / "smtp-key.pem"
+        names = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
+        files = ["-keyout", str(key), "-out", str(certificate)]
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                *names,
+                *files,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    script = """
+import asyncio, os, ssl, sys
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+port, maildir, cert, key = sys.argv[1:5]
+login, password = os.environ["SMTP_LOGIN"].encode(), os.environ["SMTP_PASSWORD"].encode()
+tls = None
+if cert:
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+mailbox = Mailbox(maildir)
+
+def check(server, session, envelope, mechanism, data):
+    given = (data.login, data.password) if isinstance(data, LoginPassword) else None
+    return AuthResult(success=given == (login, password), handled=False)
+
+def protocol():
+    return SMTP(
+        mailbox, hostname="127.0.0.1", tls_context=tls, require_starttls=tls is not None,
+        authenticator=check if login else None, auth_required=bool(login),
+        auth_require_tls=tls is not None,
+    )
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", int(port))
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"""
     proc = ManagedProcess(
         "smtp",
         [
-            _bin("aiosmtpd"),
-            "-n",
-            "-l",
-            f"127.0.0.1:{port}",
+            sys.executable,
             "-c",
-            "aiosmtpd.handlers.Mailbox",
+            script,
+            str(port),
             str(maildir),
+            str(certificate or ""),
+            str(key or ""),
         ],
-        state / "logs" / "smtp.log",
+        log,
+        env={**os.environ, "SMTP_LOGIN": username or "", "SMTP_PASSWORD": password or ""},
     ).start()
     proc.wait_for_port(port)
-    return SmtpServer(proc, port, maildir)
+    return SmtpServer(proc, port, maildir, certificate, username, password)

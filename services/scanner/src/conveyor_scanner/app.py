@@ -72,7 +72,10 @@ async def run(settings: ScannerSettings, stop: asyncio.Event | None = None) -> N
             batch_max_files=settings.batch_max_files,
         )
         window = SettleWindow(
-            recorder.record, settings.batch_window_seconds, settings.batch_max_files
+            recorder.record,
+            settings.batch_window_seconds,
+            settings.batch_max_wait_seconds,
+            settings.batch_max_files,
         )
         handler = ScannerHandler(routes, window, done_files, scan)
         consumer = QueueConsumer(
@@ -80,6 +83,7 @@ async def run(settings: ScannerSettings, stop: asyncio.Event | None = None) -> N
             await aws.queue_url(names.scanner_queue),
             handler.handle,
             concurrency=settings.concurrency,
+            receivers=settings.receivers,
             visibility_timeout=settings.visibility_timeout,
             wait_seconds=settings.receive_wait_seconds,
         )

@@ -148,18 +148,21 @@ class ScheduledScan:
 
     async def run(self, reason: str = "schedule") -> bool:
         """Scan every pick-up if no other scanner is; True if this one scanned."""
-        if not await self._leases.acquire(SCAN_LEASE, self.owner, self._lease_seconds):
-            log.info("scan.skipped", reason="another scanner holds the scan lease")
+        # One owner per run: two scan messages handled at once by this very
+        # process must exclude each other too.
+        owner = f"{self.owner}-{uuid.uuid4().hex[:8]}"
+        if not await self._leases.acquire(SCAN_LEASE, owner, self._lease_seconds):
+            log.info("scan.skipped", reason="another scan holds the scan lease")
             return False
         started = datetime.now(UTC)
         try:
-            log.info("scan.started", reason=reason, owner=self.owner)
+            log.info("scan.started", reason=reason, owner=owner)
             routes = (await self._routes.get()).routes
             for route in routes:
                 await self._scan_route(route)
             await self._health.run(routes)
         finally:
-            await self._leases.release(SCAN_LEASE, self.owner)
+            await self._leases.release(SCAN_LEASE, owner)
         log.info("scan.finished", seconds=round((datetime.now(UTC) - started).total_seconds(), 3))
         return True
 

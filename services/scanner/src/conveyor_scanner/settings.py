@@ -8,9 +8,13 @@ from conveyor_shared.settings import ConveyorSettings
 class ScannerSettings(ConveyorSettings):
     #: Arrival events are mostly waiting for their batch, so many are held at once.
     concurrency: int = Field(default=1000, ge=1, le=10000)
+    #: Parallel long polls, so a burst of events is taken in quickly.
+    receivers: int = Field(default=4, ge=1, le=32)
     visibility_timeout: int = Field(default=120, ge=5, le=43200)
-    #: Files of one client arriving within this many seconds of the first form one job.
+    #: A client's batch closes once its arrivals have been quiet this long...
     batch_window_seconds: float = Field(default=2.0, ge=0.0, le=300.0)
+    #: ...or this long after its first file, whichever comes first.
+    batch_max_wait_seconds: float = Field(default=30.0, ge=0.0, le=3600.0)
     #: A job never holds more files than this; a larger burst forms several.
     batch_max_files: int = Field(default=1000, ge=1, le=100_000)
     #: How long the scheduled scan's lease lasts (another scanner may scan after it expires).

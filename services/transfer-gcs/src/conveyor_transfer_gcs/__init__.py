@@ -1,1 +1,1 @@
-"""conveyor_transfer_gcs."""
+"""transfer-gcs: delivers files to Google Cloud Storage (resumable uploads)."""

@@ -1,1 +1,1 @@
-"""conveyor_transfer_sftp."""
+"""transfer-sftp: delivers files to SFTP servers (temporary name, then an atomic rename)."""

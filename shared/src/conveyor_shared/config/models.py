@@ -163,11 +163,19 @@ class OpsNotifications(_Strict):
     slack: SecretRef | None = None
 
 
+class CareTeamNotifications(_Strict):
+    """Where the care team hears of provider files meant for them (S6)."""
+
+    #: An incoming-webhook secret (``{"url": ...}``) for the care team's Slack channel.
+    slack: SecretRef | None = None
+
+
 class RoutesFile(_Strict):
     version: Literal[1] = 1
     #: Sender address for notification e-mails.
     mail_from: EmailStr = "conveyor@localhost.localdomain"
     ops: OpsNotifications = Field(default_factory=OpsNotifications)
+    care_team: CareTeamNotifications = Field(default_factory=CareTeamNotifications)
     routes: list[Route] = Field(default_factory=list)
 
     def route_for_client(self, client_id: str) -> Route | None:

@@ -8,9 +8,11 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from typing import Annotated
 
 import structlog
-from pydantic import Field
+from pydantic import BeforeValidator, Field
+from pydantic_settings import NoDecode
 
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.delivery.destinations import DestinationFactory
@@ -27,12 +29,21 @@ from conveyor_shared.settings import ConveyorSettings
 log = structlog.get_logger("conveyor.transfer")
 
 
+def _comma_separated(value: object) -> object:
+    return [int(v) for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
 class TransferSettings(ConveyorSettings):
     #: How long a claimed file stays ours without progress before another
     #: message may take it over. Progress reports extend it.
     lease_seconds: int = Field(default=300, ge=30)
     #: Compare checksums after upload (sizes are always compared).
     verify: bool = True
+    #: Seconds before a failed attempt's message is received again, by attempt
+    #: (``CONVEYOR_RETRY_DELAYS=2,10,30``); the third failure goes to the DLQ.
+    retry_delays: Annotated[list[int], NoDecode, BeforeValidator(_comma_separated)] = Field(
+        default_factory=lambda: [2, 10, 30], min_length=1
+    )
 
 
 FactoryMaker = Callable[[AwsClients, SecretStore, AsyncExitStack], Awaitable[DestinationFactory]]
@@ -78,6 +89,7 @@ async def run_transfer_service(
                 concurrency=settings.concurrency,
                 visibility_timeout=settings.visibility_timeout,
                 wait_seconds=settings.receive_wait_seconds,
+                retry_delays=settings.retry_delays,
             ),
             QueueConsumer(
                 aws.sqs,

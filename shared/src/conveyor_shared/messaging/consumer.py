@@ -55,6 +55,7 @@ class QueueConsumer:
         handler: Handler,
         *,
         concurrency: int = 8,
+        receivers: int = 1,
         visibility_timeout: int = 60,
         wait_seconds: int = 20,
         retry_delays: Sequence[int] = (2, 10, 30),
@@ -63,6 +64,7 @@ class QueueConsumer:
         self._url = queue_url
         self._handler = handler
         self._concurrency = concurrency
+        self._receivers = receivers
         self._visibility = visibility_timeout
         self._wait = wait_seconds
         self._retry_delays = tuple(retry_delays)
@@ -74,21 +76,23 @@ class QueueConsumer:
         slots = asyncio.Semaphore(self._concurrency)
         self._log.info("consumer.started", concurrency=self._concurrency)
         try:
-            while not stop.is_set():
-                await slots.acquire()
-                slots.release()
-                free = self._concurrency - len(self._in_flight)
-                batch = await self._receive(min(10, max(free, 1)), stop)
-                for message in batch:
-                    await slots.acquire()
-                    task = asyncio.create_task(self._handle(message))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
-                    task.add_done_callback(lambda _t: slots.release())
+            await asyncio.gather(*(self._poll(slots, stop) for _ in range(self._receivers)))
         finally:
             if self._in_flight:
                 await asyncio.gather(*self._in_flight, return_exceptions=True)
             self._log.info("consumer.stopped")
+
+    async def _poll(self, slots: asyncio.Semaphore, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await slots.acquire()
+            slots.release()
+            free = self._concurrency - len(self._in_flight)
+            for message in await self._receive(min(10, max(free, 1)), stop):
+                await slots.acquire()
+                task = asyncio.create_task(self._handle(message))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+                task.add_done_callback(lambda _t: slots.release())
 
     async def _receive(self, count: int, stop: asyncio.Event) -> list[ReceivedMessage]:
         receive = asyncio.ensure_future(

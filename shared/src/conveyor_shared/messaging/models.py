@@ -96,7 +96,25 @@ class FileFailed(_Message):
     at: datetime = Field(default_factory=utcnow)
 
 
-Event = Annotated[JobStarted | JobFinished | FileFailed, Field(discriminator="kind")]
+class FileReceived(_Message):
+    """A provider file copied into S3 (S6). ``audience`` says who it is for: an
+    automated ``process`` (which consumes this event itself) or the
+    ``care_team`` (who hear of it on Slack)."""
+
+    kind: Literal["file.received"] = "file.received"
+    v: Literal[1] = 1
+    #: The provider source's name in the configuration.
+    source: str
+    #: The client or partner (health plan) the file came from.
+    partner_id: str
+    file_name: str
+    s3_uri: str
+    size: int
+    audience: Literal["care_team", "process"]
+    at: datetime = Field(default_factory=utcnow)
+
+
+Event = Annotated[JobStarted | JobFinished | FileFailed | FileReceived, Field(discriminator="kind")]
 Command = Annotated[TransferRequested | ScanRequested, Field(discriminator="kind")]
 
 

@@ -1,0 +1,279 @@
+"""What people see: subjects, plain-text and HTML bodies, Slack texts; and the
+small pure pieces around them (sizes, Retry-After, settings, the batch window)."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+import pytest
+from pydantic import ValidationError
+
+from conveyor_notifier.batching import BatchWindow
+from conveyor_notifier.mail import build_message, message_id
+from conveyor_notifier.render import (
+    FileLine,
+    JobReport,
+    RenderedMail,
+    human_size,
+    render_dead_letter_alert,
+    render_failure_alert,
+    render_job_mail,
+    slack_care_team_files,
+    slack_failures,
+)
+from conveyor_notifier.settings import NotifierSettings
+from conveyor_notifier.slack import retry_after_seconds
+from conveyor_shared.messaging.models import FileFailed, FileReceived
+
+STARTED = datetime(2026, 11, 21, 10, 15, 0, tzinfo=UTC)
+JOB = "H1234-20261121T101500Z-3f9a1c"
+
+
+def report(kind: str, files: list[FileLine], **counts: int) -> JobReport:
+    return JobReport(
+        kind=kind,  # type: ignore[arg-type]
+        client_id="H1234",
+        route_name="Acme Health",
+        job_id=JOB,
+        started_at=STARTED,
+        finished_at=STARTED + timedelta(minutes=2, seconds=3) if kind == "finished" else None,
+        total=len(files),
+        files=files,
+        **counts,
+    )
+
+
+def table(text: str) -> dict[str, tuple[str, str, str]]:
+    """The plain-text file table: name -> (size, status, attempts)."""
+    rows = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[0].endswith(".csv"):
+            rows[parts[0]] = (f"{parts[1]} {parts[2]}", parts[3], parts[4])
+    return rows
+
+
+FINISHED_FILES = [
+    FileLine("members-2026-11.csv", 2_500_000_000, "success", 1),
+    FileLine("claims-2026-11.csv", 48_213, "success", 2),
+    FileLine("rx-2026-11.csv", 1_000, "fail", 3, "SFTP server refused the login"),
+]
+
+
+def test_started_mail_lists_every_file_with_size_status_and_attempts() -> None:
+    files = [FileLine(f"f{i}.csv", 1000 * i, "processing", 0) for i in range(1, 4)]
+
+    mail = render_job_mail(report("started", files))
+
+    assert mail.subject == f"Conveyor H1234 | {JOB} | started: 3 files"
+    assert "client H1234" in mail.text
+    assert "Started:  2026-11-21 10:15:00 UTC" in mail.text
+    assert table(mail.text) == {
+        "f1.csv": ("1.0 kB", "processing", "0"),
+        "f2.csv": ("2.0 kB", "processing", "0"),
+        "f3.csv": ("3.0 kB", "processing", "0"),
+    }
+    assert all(f"f{i}.csv" in mail.html for i in range(1, 4))
+
+
+def test_finished_mail_summarises_counts_and_gives_each_failure_reason() -> None:
+    mail = render_job_mail(report("finished", FINISHED_FILES, succeeded=2, failed=1))
+
+    assert mail.subject == (
+        f"Conveyor H1234 | {JOB} | finished with failures: 2 delivered, 1 failed"
+    )
+    assert "Files:     3 (2 delivered, 1 failed)" in mail.text
+    assert "Finished:  2026-11-21 10:17:03 UTC" in mail.text
+    assert "  - rx-2026-11.csv (3 attempts): SFTP server refused the login" in mail.text
+    assert table(mail.text) == {
+        "members-2026-11.csv": ("2.5 GB", "success", "1"),
+        "claims-2026-11.csv": ("48.2 kB", "success", "2"),
+        "rx-2026-11.csv": ("1.0 kB", "fail", "3"),
+    }
+    # Failures come first: they are what a reader must act on.
+    assert mail.text.index("rx-2026-11.csv  ") < mail.text.index("claims-2026-11.csv  ")
+    assert "SFTP server refused the login" in mail.html
+
+
+def test_finished_subject_when_everything_was_delivered() -> None:
+    files = FINISHED_FILES[:2]
+    mail = render_job_mail(report("finished", files, succeeded=2, failed=0))
+    assert mail.subject == f"Conveyor H1234 | {JOB} | finished: 2 delivered"
+    assert "Every file of job" in mail.text
+    assert "Failed files" not in mail.text
+
+
+def test_subjects_sort_by_client_then_job() -> None:
+    def subject(client: str, job: str) -> str:
+        files = [FileLine("a.csv", 1, "processing", 0)]
+        return render_job_mail(
+            JobReport("started", client, "r", job, STARTED, None, 1, files=files)
+        ).subject
+
+    subjects = [
+        subject("H2000", "H2000-20261121T090000Z-aaaaaa"),
+        subject("H1000", "H1000-20261122T090000Z-bbbbbb"),
+        subject("H1000", "H1000-20261121T090000Z-cccccc"),
+    ]
+    assert sorted(subjects) == [subjects[2], subjects[1], subjects[0]]
+
+
+def test_html_escapes_file_names_and_errors() -> None:
+    files = [FileLine("<script>x</script>.csv", 5, "fail", 3, "bad <b>reply</b>")]
+    mail = render_job_mail(report("finished", files, succeeded=0, failed=1))
+    assert "<script>" not in mail.html
+    assert "&lt;script&gt;x&lt;/script&gt;.csv" in mail.html
+    assert "bad &lt;b&gt;reply&lt;/b&gt;" in mail.html
+    assert "<script>x</script>.csv" in mail.text
+
+
+def test_message_is_multipart_alternative_with_a_stable_message_id() -> None:
+    mail = render_job_mail(report("finished", FINISHED_FILES, succeeded=2, failed=1))
+    built = build_message(
+        mail,
+        sender="conveyor@delivery.example",
+        recipients=["a@client.example", "b@client.example"],
+        notice=f"{JOB}#job.finished",
+        headers={"X-Conveyor-Job": JOB},
+    )
+    parsed = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert parsed["Subject"] == mail.subject
+    assert parsed["To"] == "a@client.example, b@client.example"
+    assert parsed["Message-ID"] == f"<{JOB}#job.finished@delivery.example>"
+    assert parsed["Auto-Submitted"] == "auto-generated"
+    assert parsed["X-Conveyor-Job"] == JOB
+    text, html = (parsed.get_body((kind,)) for kind in ("plain", "html"))
+    assert text is not None
+    assert "rx-2026-11.csv" in text.get_content()
+    assert html is not None
+    assert "<table" in html.get_content()
+
+
+def test_a_long_subject_is_not_folded_onto_a_continuation_line() -> None:
+    subject = f"Conveyor H3201 | {JOB} | finished: 3 delivered, and a few more words"
+    built = build_message(
+        RenderedMail(subject, "text", "<p>html</p>"),
+        sender="c@delivery.example",
+        recipients=["a@client.example"],
+        notice="n",
+    )
+    assert f"Subject: {subject}\r\n".encode() in built.as_bytes()
+    parsed = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)
+    assert parsed["Subject"] == subject
+
+
+def test_message_id_keeps_only_safe_characters() -> None:
+    assert message_id("job 1/<x>#job.started", "c@d.example") == "<job_1__x_#job.started@d.example>"
+
+
+def test_ops_alerts() -> None:
+    failures = [
+        FileFailed(
+            job_id=JOB,
+            client_id="H1234",
+            content_id=f"c{i}",
+            file_name=f"f{i}.csv",
+            attempts=3,
+            error=f"reason {i}",
+        )
+        for i in range(2)
+    ]
+    alert = render_failure_alert("H1234", JOB, failures)
+    assert alert.subject == f"Conveyor ops | H1234 | {JOB} | 2 files failed"
+    assert "f0.csv (3 attempts" in alert.text
+    assert "reason 1" in alert.text
+    dead = render_dead_letter_alert("conveyor-notifier-dlq", 2, 0)
+    assert dead.subject == "Conveyor ops | dead letters | conveyor-notifier-dlq | 2 waiting"
+    assert "2 messages are waiting" in dead.text
+    assert slack_failures("H1234", JOB, failures)["text"].count("\n•") == 2
+
+
+def test_care_team_slack_text_escapes_and_truncates() -> None:
+    files = [
+        FileReceived(
+            source="plan-sftp",
+            partner_id="P0042",
+            file_name=f"report <{i}>.pdf",
+            s3_uri=f"s3://inbox/P0042/report-{i}.pdf",
+            size=2048,
+            audience="care_team",
+        )
+        for i in range(60)
+    ]
+    text = slack_care_team_files("plan-sftp", files)["text"]
+    assert text.startswith(":inbox_tray: *60 new files from plan-sftp* (partner P0042)")
+    assert "report &lt;0&gt;.pdf" in text
+    assert "<0>" not in text
+    assert text.count("\n•") == 50
+    assert text.endswith("…and 10 more.")
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [(None, "unknown"), (0, "0 B"), (999, "999 B"), (1000, "1.0 kB"), (3_210_000_000, "3.2 GB")],
+)
+def test_human_size(size: int | None, shown: str) -> None:
+    assert human_size(size) == shown
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds(None) == 1.0
+    assert retry_after_seconds("soon") == 1.0
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= retry_after_seconds(later) <= 30
+
+
+def settings(**overrides: object) -> NotifierSettings:
+    return NotifierSettings.model_validate(
+        {"routes_uri": "/etc/conveyor/routes.yaml", "environment": "test", **overrides}
+    )
+
+
+def test_settings_refuse_unsafe_mail_configuration() -> None:
+    with pytest.raises(ValidationError, match="go together"):
+        settings(smtp_username="conveyor")
+    with pytest.raises(ValidationError, match="STARTTLS"):
+        settings(environment="production", transport="smtp", smtp_starttls=False)
+    with pytest.raises(ValidationError, match="must exceed"):
+        settings(claim_lease_seconds=60, send_retry_seconds=60)
+    ok = settings(smtp_username="conveyor", smtp_password_secret="conveyor/smtp")  # noqa: S106
+    assert ok.transport == "ses"
+    assert ok.watched_dead_letter_queues == ["conveyor-scanner-dlq", "conveyor-notifier-dlq"]
+
+
+def test_settings_have_no_inline_password() -> None:
+    # Only the name of a Secrets Manager secret can be given, never the password.
+    assert "smtp_password" not in NotifierSettings.model_fields
+
+
+async def test_batch_window_flushes_a_burst_once_and_hands_each_item_its_outcome() -> None:
+    flushed: list[tuple[str, list[int]]] = []
+
+    async def flush(group: str, items: list[int]) -> list[Exception | None]:
+        flushed.append((group, items))
+        return [ValueError(f"odd {i}") if i % 2 else None for i in items]
+
+    window: BatchWindow[int] = BatchWindow(flush, seconds=0.2, max_items=3)
+    results = await asyncio.gather(
+        *(window.add("a", i) for i in (0, 1, 2, 4)), window.add("b", 6), return_exceptions=True
+    )
+
+    assert sorted(flushed) == [("a", [0, 1, 2]), ("a", [4]), ("b", [6])]
+    assert [None if r is None else str(r) for r in results] == [None, "odd 1", None, None, None]
+
+
+async def test_batch_window_fails_every_item_when_the_flush_fails() -> None:
+    async def flush(group: str, items: list[int]) -> list[Exception | None]:
+        raise ConnectionError("down")
+
+    window: BatchWindow[int] = BatchWindow(flush, seconds=0.05, max_items=10)
+    results = await asyncio.gather(*(window.add("a", i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -11,9 +12,12 @@ from types import FrameType
 from typing import Annotated
 
 import boto3
+import httpx
 import typer
 
-from conveyor_cli.localstack.demo import ProgressWatcher
+from conveyor_cli.localstack.demo import SAMPLES, ProgressWatcher
+from conveyor_cli.localstack.processes import wait_until
+from conveyor_cli.localstack.servers import LOCAL_FTP_PASSWORD, prepare_sshd
 from conveyor_cli.localstack.stack import (
     DemoClients,
     Endpoints,
@@ -34,6 +38,13 @@ def _sigterm_as_interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
 def _where_to_look(stack: LocalStack, routes: Path) -> None:
     ep, demo = stack.endpoints, stack.demo
     assert ep is not None
@@ -43,7 +54,7 @@ Where to look:
   ledger (DynamoDB)   python -c "import boto3; [print(i) for i in boto3.client('dynamodb').scan(TableName='{demo.stack}-files')['Items']]"
   S3 destination      python -c "import boto3; print([o['Key'] for o in boto3.client('s3').list_objects_v2(Bucket='{demo.s3_bucket}')['Contents']])"
   GCS destination     curl -s {ep.gcs_url}/storage/v1/b/{demo.gcs_bucket}/o
-  SFTP destination    sftp -i {ep.sftp_client_key_path} -P {ep.sftp_port} -o StrictHostKeyChecking=no {ep.sftp_user}@127.0.0.1:{demo.sftp_directory}
+  SFTP destination    sftp -i {ep.sftp_client_key_path} -P {ep.sftp_port} -o UserKnownHostsFile={stack.state / "known_hosts"} {ep.sftp_user}@127.0.0.1:{demo.sftp_directory}
                       (or: ls {ep.sftp_root}/{demo.sftp_directory})
   e-mails (Maildir)   ls {ep.maildir}/new
   service logs        {stack.state / "logs"}/*.log (one JSON line per event)
@@ -54,6 +65,14 @@ Drop more files into s3://{demo.pickup_bucket}/H1001/ (GCS), /H1002/ (SFTP), /H1
 def _mail_count(maildir: str | None) -> int:
     new = Path(maildir or "") / "new"
     return len(list(new.iterdir())) if new.exists() else 0
+
+
+def _wait_for_mail(maildir: str | None, expected: int, timeout: float = 20.0) -> int:
+    """The job e-mails follow the last delivery by a moment: wait for them."""
+    deadline = time.monotonic() + timeout
+    while _mail_count(maildir) < expected and time.monotonic() < deadline:
+        time.sleep(0.25)
+    return _mail_count(maildir)
 
 
 @app.command("up")
@@ -92,9 +111,11 @@ def up(
 
         ok = watcher.wait_settled(timeout, died)
         delivered = sum(f.state == "delivered" for f in watcher.files.values())
+        # One "job started" and one "job finished" e-mail per client's job.
+        mails = _wait_for_mail(endpoints.maildir, 2 * len(SAMPLES))
         typer.echo(
             f"\n{delivered} of {len(watcher.files)} file(s) delivered; "
-            f"{_mail_count(endpoints.maildir)} e-mail(s) in the local mailbox."
+            f"{mails} e-mail(s) in the local mailbox."
         )
         _where_to_look(stack, routes)
         if once:
@@ -107,14 +128,7 @@ def up(
         while not died():
             watcher.poll()
             if time.monotonic() >= next_scan:
-                # moto never fires EventBridge schedules: the local stack sends
-                # the schedule's own message itself.
-                session.client("sqs").send_message(
-                    QueueUrl=scanner_queue,
-                    MessageBody=json.dumps(
-                        {"kind": "scan.requested", "v": 1, "reason": "schedule"}
-                    ),
-                )
+                _send_scan_request(session, scanner_queue)
                 next_scan = time.monotonic() + scan_every
             time.sleep(1)
         typer.echo(f"stopped: {died()}")
@@ -143,12 +157,54 @@ def env(state_dir: StateDir = STATE) -> None:
         typer.echo(f"export {key}='{value}'")
 
 
-@app.command("provision")
-def provision_command(
-    endpoints_file: Annotated[Path, typer.Argument(help="JSON file with the Endpoints fields")],
-    routes_out: Annotated[Path, typer.Option(help="Where to write the routes file")],
+def _send_scan_request(session: boto3.Session, queue_url: str) -> None:
+    """What the EventBridge schedule sends in production; moto's never fires."""
+    session.client("sqs").send_message(
+        QueueUrl=queue_url,
+        MessageBody=json.dumps({"kind": "scan.requested", "v": 1, "reason": "schedule"}),
+    )
+
+
+@app.command("schedule")
+def schedule(
+    every: Annotated[int, typer.Option(help="Seconds between scheduled scans")] = 900,
+    stack: Annotated[str, typer.Option(help="Stack name")] = "conveyor",
 ) -> None:
-    """Deploy the template and the demo clients into already-running stand-ins
-    (docker-compose's init container)."""
-    endpoints = Endpoints(**json.loads(endpoints_file.read_text()))
-    provision(endpoints, DemoClients(), routes_out)
+    """Send the scan schedule's message to the scanner queue every EVERY seconds
+    (docker-compose's stand-in for EventBridge)."""
+    session = boto3.Session()
+    url = session.client("sqs").get_queue_url(QueueName=f"{stack}-scanner")["QueueUrl"]
+    while True:
+        _send_scan_request(session, url)
+        time.sleep(every)
+
+
+@app.command("compose-init")
+def compose_init(
+    state: Annotated[Path, typer.Option(help="The volume shared with the stand-ins")] = Path(
+        "/state"
+    ),
+) -> None:
+    """Prepare docker-compose's stand-ins: sshd's keys and config, the deployed
+    template, the demo clients and their routes file."""
+    sshd = prepare_sshd(state / "sshd", state / "sftp-root", 2222, listen="0.0.0.0")  # noqa: S104
+    endpoints = Endpoints(
+        aws_url=os.environ["AWS_ENDPOINT_URL"],
+        gcs_url=os.environ["STORAGE_EMULATOR_HOST"],
+        sftp_host="sftp",
+        sftp_port=2222,
+        sftp_user="root",
+        sftp_host_key=sshd.host_key,
+        sftp_client_key_path=str(sshd.client_key_path),
+        sftp_root=str(state / "sftp-root"),
+        smtp_host="smtp",
+        smtp_port=1025,
+        ftp_host="ftp",
+        ftp_port=2121,
+        ftp_user="partner",
+        ftp_password=LOCAL_FTP_PASSWORD,
+        maildir=str(state / "mail"),
+    )
+    for url in (f"{endpoints.aws_url}/moto-api/", f"{endpoints.gcs_url}/storage/v1/b"):
+        wait_until(functools.partial(_answers, url), 120, url)
+    provision(endpoints, DemoClients(), state / "routes.yaml")

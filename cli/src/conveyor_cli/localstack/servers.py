@@ -136,6 +136,56 @@ def _keygen(path: Path) -> str:
     return " ".join(path.with_suffix(".pub").read_text().split()[:2])
 
 
+@dataclass(frozen=True)
+class SshdFiles:
+    """An sshd's configuration, host key and the client key it lets in."""
+
+    config: Path
+    host_key: str
+    client_key_path: Path
+    client_public_key: str
+
+
+def prepare_sshd(
+    home: Path,
+    root: Path,
+    port: int,
+    *,
+    listen: str = "127.0.0.1",
+    sftp_flags: tuple[str, ...] = (),
+    password_authentication: bool = False,
+    sftp_only: bool = False,
+) -> SshdFiles:
+    """Write an sshd_config, a host key and an authorized client key under ``home``.
+
+    ``root`` is where SFTP sessions start; relative paths resolve against it.
+    Shell commands are allowed too, so that ``md5sum`` can verify uploads.
+    ``sftp_flags`` are passed to ``internal-sftp`` (``-R`` serves read-only,
+    ``-P posix-rename`` refuses that extension); ``password_authentication``
+    lets a client try passwords (which fail unless the user has one: this is
+    for testing rejected passwords); ``sftp_only`` forces every session into
+    SFTP, as hosting providers do, so commands such as ``md5sum`` cannot run.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    host_key = _keygen(home / "ssh_host_ed25519_key")
+    client_public = _keygen(home / "client_ed25519")
+    (home / "authorized_keys").write_text(client_public + "\n")
+    config = home / "sshd_config"
+    passwords = "yes" if password_authentication else "no"
+    subsystem = " ".join(["internal-sftp", "-d", str(root), *sftp_flags])
+    config.write_text(
+        f"Port {port}\nListenAddress {listen}\n"
+        f"HostKey {home / 'ssh_host_ed25519_key'}\nPidFile {home / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {home / 'authorized_keys'}\n"
+        f"UsePAM no\nStrictModes no\nPermitRootLogin yes\nPasswordAuthentication {passwords}\n"
+        "KbdInteractiveAuthentication no\nMaxSessions 64\nMaxStartups 64:30:128\n"
+        f"Subsystem sftp {subsystem}\nLogLevel INFO\n"
+        + (f"ForceCommand {subsystem}\n" if sftp_only else "")
+    )
+    return SshdFiles(config, host_key, home / "client_ed25519", client_public)
+
+
 def start_sshd(
     state: Path,
     root: Path | None = None,
@@ -145,49 +195,36 @@ def start_sshd(
     password_authentication: bool = False,
     sftp_only: bool = False,
 ) -> Sshd:
-    """OpenSSH's sshd as the SFTP peer, allowing the current user in with a key.
-
-    ``root`` is where SFTP sessions start; relative paths resolve against it.
-    Shell commands are allowed too, so that ``md5sum`` can verify uploads.
-    ``name`` keeps a second server's host key, config and log apart from the
-    first's; ``sftp_flags`` are passed to ``internal-sftp`` (``-R`` serves
-    read-only, ``-P posix-rename`` refuses that extension), and
-    ``password_authentication`` lets a client try passwords (which fail unless
-    the user has one: this is for testing rejected passwords). ``sftp_only``
-    forces every session into SFTP, as hosting providers do, so commands
-    such as ``md5sum`` cannot run.
-    """
+    """OpenSSH's sshd as the SFTP peer, allowing the current user in with a key
+    (``prepare_sshd`` says what the options do). ``name`` keeps a second
+    server's host key, config and log apart from the first's."""
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if not Path(sshd).exists():
         raise RuntimeError("OpenSSH's sshd is not installed (scripts/bootstrap installs it)")
-    home = state / name
-    home.mkdir(parents=True, exist_ok=True)
     root = root or state / "sftp-root"
-    root.mkdir(parents=True, exist_ok=True)
-    host_key = _keygen(home / "ssh_host_ed25519_key")
-    client_public = _keygen(home / "client_ed25519")
-    (home / "authorized_keys").write_text(client_public + "\n")
     port = free_port()
-    config = home / "sshd_config"
-    passwords = "yes" if password_authentication else "no"
-    subsystem = " ".join(["internal-sftp", "-d", str(root), *sftp_flags])
-    config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\n"
-        f"HostKey {home / 'ssh_host_ed25519_key'}\nPidFile {home / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {home / 'authorized_keys'}\n"
-        f"UsePAM no\nStrictModes no\nPermitRootLogin yes\nPasswordAuthentication {passwords}\n"
-        "KbdInteractiveAuthentication no\nMaxSessions 64\nMaxStartups 64:30:128\n"
-        f"Subsystem sftp {subsystem}\nLogLevel INFO\n"
-        + (f"ForceCommand {subsystem}\n" if sftp_only else "")
+    files = prepare_sshd(
+        state / name,
+        root,
+        port,
+        sftp_flags=sftp_flags,
+        password_authentication=password_authentication,
+        sftp_only=sftp_only,
     )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     proc = ManagedProcess(
-        name, [sshd, "-D", "-e", "-f", str(config)], state / "logs" / f"{name}.log"
+        name, [sshd, "-D", "-e", "-f", str(files.config)], state / "logs" / f"{name}.log"
     ).start()
     proc.wait_for_port(port)
     return Sshd(
-        proc, port, root, getpass.getuser(), host_key, home / "client_ed25519", client_public
+        proc,
+        port,
+        root,
+        getpass.getuser(),
+        files.host_key,
+        files.client_key_path,
+        files.client_public_key,
     )
 
 
@@ -200,7 +237,13 @@ class FtpServer:
     password: str
 
 
-def start_ftp(state: Path, username: str = "partner", password: str = "partner-pass") -> FtpServer:  # noqa: S107 - local stand-in
+#: The FTP stand-in's login: a throwaway for a server on 127.0.0.1, not a secret.
+LOCAL_FTP_PASSWORD = "partner-pass"  # noqa: S105
+
+
+def start_ftp(
+    state: Path, username: str = "partner", password: str = LOCAL_FTP_PASSWORD
+) -> FtpServer:
     port = free_port()
     root = state / "ftp-root"
     root.mkdir(parents=True, exist_ok=True)

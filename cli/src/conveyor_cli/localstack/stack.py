@@ -251,11 +251,14 @@ class LocalStack:
 
     def write_env_file(self, routes_path: Path) -> Path:
         assert self.endpoints is not None
+        known_hosts = f"[127.0.0.1]:{self.endpoints.sftp_port} {self.endpoints.sftp_host_key}\n"
+        (self.state / "known_hosts").write_text(known_hosts)
         path = self.state / "env.json"
         path.write_text(
             json.dumps(
                 {
                     "pid": os.getpid(),
+                    "processes": {p.name: p.pid for p in [*self.servers, *self.services]},
                     "endpoints": asdict(self.endpoints),
                     "exports": shell_exports(self.endpoints, self.demo, routes_path),
                 },

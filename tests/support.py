@@ -4,11 +4,12 @@ running services in-process or as real processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -170,19 +171,25 @@ async def all_jobs(dynamodb: Any, stack: Stack) -> list[dict[str, Any]]:
     return jobs
 
 
-class ThrottledProxy:
-    """Forwards 127.0.0.1 connections to ``upstream`` port, passing at most
-    ``bytes_per_second`` from client to server: a slow link, so that a test can
-    act in the middle of a transfer."""
+class TcpProxy:
+    """Forwards 127.0.0.1 connections to the ``upstream`` port: a link a test
+    can make slow (``bytes_per_second``, client to server) or break (the first
+    connection is cut, both ways at once, after the client sent ``cut_after``
+    bytes through it)."""
 
-    def __init__(self, upstream: int, bytes_per_second: int) -> None:
+    def __init__(
+        self, upstream: int, *, bytes_per_second: int | None = None, cut_after: int | None = None
+    ) -> None:
         self.upstream = upstream
         self.rate = bytes_per_second
+        self.cut_after = cut_after
+        self.connections = 0
+        self.cut = False
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def __aenter__(self) -> ThrottledProxy:
+    async def __aenter__(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -198,11 +205,13 @@ class ThrottledProxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        limit = self.cut_after if self.connections == 0 else None
+        self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
             pumps = [
-                asyncio.create_task(self._pump(reader, up_writer, self.rate)),
-                asyncio.create_task(self._pump(up_reader, writer, None)),
+                asyncio.create_task(self._pump(reader, up_writer, self.rate, limit)),
+                asyncio.create_task(self._pump(up_reader, writer, None, None)),
             ]
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
             for pump in pumps:
@@ -214,12 +223,18 @@ class ThrottledProxy:
             writer.transport.abort()
             self._tasks.discard(task)
 
-    @staticmethod
     async def _pump(
-        source: asyncio.StreamReader, sink: asyncio.StreamWriter, rate: int | None
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        rate: int | None,
+        limit: int | None,
     ) -> None:
         started, passed = time.monotonic(), 0
         while data := await source.read(64 * 1024):
+            if limit is not None and passed + len(data) > limit:
+                self.cut = True
+                return
             sink.write(data)
             await sink.drain()
             passed += len(data)
@@ -227,3 +242,29 @@ class ThrottledProxy:
                 ahead = passed / rate - (time.monotonic() - started)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
+
+
+@contextlib.asynccontextmanager
+async def watch_final_name(path: Path, size: int) -> AsyncIterator[list[int]]:
+    """Every size other than ``size`` seen under ``path`` while the block runs:
+    a partial file visible under its final name."""
+    wrong: list[int] = []
+
+    def look() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            seen = path.stat().st_size
+            if seen != size:
+                wrong.append(seen)
+
+    async def watch() -> None:
+        while True:
+            await asyncio.to_thread(look)
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield wrong
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher

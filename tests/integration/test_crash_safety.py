@@ -11,12 +11,9 @@ service as a real process:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +26,14 @@ from conveyor_transfer_sftp.app import run as run_transfer_sftp
 from tests.support import (
     InProcessServices,
     Stack,
-    ThrottledProxy,
+    TcpProxy,
     bodies,
     eventually,
     json_lines,
     ledger_items,
     service_process,
     subscribe_events,
+    watch_final_name,
     write_routes,
 )
 
@@ -72,31 +70,6 @@ async def sftp_route(
     )
 
 
-@contextlib.asynccontextmanager
-async def watch_final_name(path: Path, size: int) -> AsyncIterator[list[int]]:
-    """Every size other than ``size`` seen under ``path`` while the block runs."""
-    wrong: list[int] = []
-
-    def look() -> None:
-        with contextlib.suppress(FileNotFoundError):
-            seen = path.stat().st_size
-            if seen != size:
-                wrong.append(seen)
-
-    async def watch() -> None:
-        while True:
-            await asyncio.to_thread(look)
-            await asyncio.sleep(0.005)
-
-    watcher = asyncio.create_task(watch())
-    try:
-        yield wrong
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-
-
 async def test_kill_9_mid_transfer_delivers_once_and_never_shows_a_partial_file(
     stack: Stack,
     aws: dict[str, Any],
@@ -110,7 +83,7 @@ async def test_kill_9_mid_transfer_delivers_once_and_never_shows_a_partial_file(
     final = sshd.root / directory / "claims_2026-11.bin"
     data = os.urandom(48 * MiB)
     events = await subscribe_events(aws, stack)
-    async with ThrottledProxy(sshd.port, bytes_per_second=6 * MiB) as slow_link:
+    async with TcpProxy(sshd.port, bytes_per_second=6 * MiB) as slow_link:
         routes = await sftp_route(stack, aws, sshd, tmp_path, directory, slow_link.port)
         services.start(
             run_scanner,

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import os
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ import pytest
 from conveyor_cli.localstack import servers
 from conveyor_cli.localstack.processes import ManagedProcess
 from conveyor_shared.backends.gcs import GcsDestinationFactory
-from conveyor_shared.backends.s3 import S3Store
 from conveyor_shared.config.models import GcsDestination
 from conveyor_shared.ledger.dynamo import from_item
 from conveyor_shared.secrets import SecretStore
@@ -371,33 +369,3 @@ async def test_memory_stays_flat_for_256_mib(gcs: servers.GcsEmulator, unique: s
     assert result.size == size
     assert "md5:destination" in result.verified
     assert rss.growth_mb < 100, f"RSS grew by {rss.growth_mb:.0f} MB for a {size // MiB} MiB file"
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("CONVEYOR_GCS_BENCH_MIB"),
-    reason="a benchmark: set CONVEYOR_GCS_BENCH_MIB (and CONVEYOR_GCS_BENCH_CHUNK_MIB)",
-)
-async def test_throughput_s3_to_gcs(
-    aws: dict[str, Any], gcs: servers.GcsEmulator, unique: str
-) -> None:
-    """S3 (moto) -> GCS (emulator) through copy(), as transfer-gcs does it."""
-    size = int(os.environ["CONVEYOR_GCS_BENCH_MIB"]) * MiB
-    chunk_mib = int(os.environ.get("CONVEYOR_GCS_BENCH_CHUNK_MIB", "32"))
-    await aws["s3"].create_bucket(Bucket=f"bench-{unique}")
-    pickup = S3Store(aws["s3"], f"bench-{unique}")
-    generated = GeneratedSource(size)
-    await copy(generated, await generated.stat("big.bin"), pickup, "big.bin")
-    await create_bucket(gcs, f"bench-{unique}")
-    async with gcs_destination(gcs, f"bench-{unique}", chunk_mib) as destination:
-        info = await pickup.stat("big.bin")
-        started = time.monotonic()
-        async with PeakRss() as rss:
-            result = await copy(pickup, info, destination, "big.bin")
-        seconds = time.monotonic() - started
-    assert result.size == size
-    print(
-        f"\nS3(moto) -> GCS(emulator): {size // MiB} MiB in {seconds:.1f} s = "
-        f"{size / seconds / 1e6:.1f} MB/s, chunk {chunk_mib} MiB, "
-        f"peak RSS growth {rss.growth_mb:.0f} MB, verified {list(result.verified)}"
-    )

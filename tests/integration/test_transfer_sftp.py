@@ -11,11 +11,9 @@ connection mid-file.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,14 @@ from conveyor_shared.backends.sftp import temporary_name
 from conveyor_shared.delivery.service import TransferSettings
 from conveyor_shared.ledger.dynamo import from_item
 from conveyor_transfer_sftp.app import run as run_transfer_sftp
-from tests.support import InProcessServices, Stack, eventually, write_routes
+from tests.support import (
+    InProcessServices,
+    Stack,
+    TcpProxy,
+    eventually,
+    watch_final_name,
+    write_routes,
+)
 
 MiB = 1024 * 1024
 CLIENT = "H2001"
@@ -292,94 +297,11 @@ async def test_missing_directories_are_created_with_create_directory(
 # -- a connection dropped mid-file ----------------------------------------------------
 
 
-class DroppingProxy:
-    """Forwards 127.0.0.1 connections to ``upstream``; the first one is cut (both
-    ways, at once) after the client has sent ``cut_after`` bytes through it."""
-
-    def __init__(self, upstream: int, cut_after: int) -> None:
-        self.upstream = upstream
-        self.cut_after = cut_after
-        self.connections = 0
-        self.cut = False
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> DroppingProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        limit = self.cut_after if self.connections == 0 else None
-        self.connections += 1
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-        try:
-            pumps = [
-                asyncio.create_task(self._pump(reader, up_writer, limit)),
-                asyncio.create_task(self._pump(up_reader, writer, None)),
-            ]
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-            for pump in pumps:
-                pump.cancel()
-        finally:
-            for side in (writer, up_writer):
-                side.transport.abort()
-            self._tasks.discard(task)
-
-    async def _pump(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, limit: int | None
-    ) -> None:
-        passed = 0
-        while data := await source.read(64 * 1024):
-            if limit is not None and passed + len(data) > limit:
-                self.cut = True
-                return
-            sink.write(data)
-            await sink.drain()
-            passed += len(data)
-
-
-@contextlib.asynccontextmanager
-async def watch_final_name(path: Path, size: int) -> AsyncIterator[list[int]]:
-    """Every size other than ``size`` seen under ``path`` while the block runs."""
-    wrong: list[int] = []
-
-    def look() -> None:
-        with contextlib.suppress(FileNotFoundError):
-            seen = path.stat().st_size
-            if seen != size:
-                wrong.append(seen)
-
-    async def watch() -> None:
-        while True:
-            await asyncio.to_thread(look)
-            await asyncio.sleep(0.002)
-
-    watcher = asyncio.create_task(watch())
-    try:
-        yield wrong
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-
-
 async def test_dropped_connection_is_retried_and_delivered_once(
     start: Any, sshd: servers.Sshd, logs: list[dict[str, Any]]
 ) -> None:
     body = os.urandom(12 * MiB + 5)
-    async with DroppingProxy(sshd.port, cut_after=4 * MiB) as proxy:
+    async with TcpProxy(sshd.port, cut_after=4 * MiB) as proxy:
         delivery = await start(port=proxy.port)
         final = delivery.root / "big.bin"
         async with watch_final_name(final, len(body)) as wrong_sizes:

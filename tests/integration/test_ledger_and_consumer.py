@@ -1,0 +1,145 @@
+"""The ledger's conditional writes and the SQS consumer loop, against moto in
+server mode, under real concurrency (issue 2: D4, D7, A3)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from conveyor_shared.ledger import FileEntry, FileLedger, FileStatus, Job, JobLedger, JobStatus
+from conveyor_shared.ledger.dynamo import now_iso
+from conveyor_shared.messaging import QueueConsumer, ReceivedMessage
+from tests.support import Stack, eventually, queue_url
+
+
+def ledgers(aws: dict[str, Any], stack: Stack) -> tuple[FileLedger, JobLedger]:
+    return (
+        FileLedger(aws["dynamodb"], f"{stack.name}-files", f"{stack.name}-jobs"),
+        JobLedger(aws["dynamodb"], f"{stack.name}-jobs"),
+    )
+
+
+def entry(job_id: str, content_id: str, name: str = "a.csv") -> FileEntry:
+    now = now_iso()
+    return FileEntry(
+        client_id="H5001",
+        content_id=content_id,
+        timestamp=now,
+        status=FileStatus.PROCESSING,
+        file_path=f"s3://p/H5001/{name}",
+        file_name=name,
+        job_id=job_id,
+        route_name="r",
+        source_bucket="p",
+        source_key=f"H5001/{name}",
+        active_since=now,
+    )
+
+
+async def new_job(jobs: JobLedger, job_id: str, total: int) -> None:
+    assert await jobs.create(
+        Job(
+            job_id=job_id,
+            client_id="H5001",
+            route_name="r",
+            status=JobStatus.FORMING,
+            started_at=now_iso(),
+        )
+    )
+    assert await jobs.start(job_id, total)
+
+
+async def test_two_workers_recording_the_same_file_create_one_entry(
+    stack: Stack, aws: dict[str, Any]
+) -> None:
+    files, jobs = ledgers(aws, stack)
+    await new_job(jobs, "J1", 1)
+    await new_job(jobs, "J2", 1)
+    results = await asyncio.gather(
+        *(files.record_new(entry(j, "etag-1")) for j in ["J1", "J2"] * 5)
+    )
+    assert sorted(results) == [False] * 9 + [True]
+    stored = await files.get("H5001", "etag-1")
+    assert stored is not None
+    assert (stored.status, stored.send_attempts, stored.active) == (FileStatus.PROCESSING, 0, True)
+
+
+async def test_one_claim_wins_and_settling_twice_counts_once(
+    stack: Stack, aws: dict[str, Any]
+) -> None:
+    files, jobs = ledgers(aws, stack)
+    await new_job(jobs, "J3", 1)
+    assert await files.record_new(entry("J3", "etag-2"))
+    claims = await asyncio.gather(
+        *(files.claim("H5001", "etag-2", "J3", f"message-{i}", 60) for i in range(6))
+    )
+    winners = [c for c in claims if c is not None]
+    assert len(winners) == 1
+    assert winners[0].send_attempts == 1
+    owner = winners[0].lease_owner
+    assert owner is not None
+    # The same message redelivered after a crash reclaims at once; the attempt counts.
+    again = await files.claim("H5001", "etag-2", "J3", owner, 60)
+    assert again is not None
+    assert again.send_attempts == 2
+    settled = await asyncio.gather(
+        *(files.settle(winners[0], FileStatus.SUCCESS, owner=owner) for _ in range(4))
+    )
+    assert sorted(settled) == [False, False, False, True]
+    job = await jobs.get("J3")
+    assert job is not None
+    assert (job.succeeded, job.failed, job.complete) == (1, 0, True)
+
+
+async def test_exactly_one_caller_finishes_a_job(stack: Stack, aws: dict[str, Any]) -> None:
+    files, jobs = ledgers(aws, stack)
+    await new_job(jobs, "J4", 3)
+    entries = [entry("J4", f"etag-{i}", f"f{i}.csv") for i in range(3)]
+    for e in entries:
+        assert await files.record_new(e)
+    await asyncio.gather(*(files.settle(e, FileStatus.SUCCESS) for e in entries))
+    finishers = await asyncio.gather(*(jobs.finish_if_complete("J4") for _ in range(8)))
+    assert len([f for f in finishers if f is not None]) == 1
+    assert await jobs.mark_published("J4", "finished")
+    assert not await jobs.mark_published("J4", "finished")
+
+
+async def test_consumer_keeps_a_long_message_invisible_and_deletes_it_after(
+    stack: Stack, aws: dict[str, Any]
+) -> None:
+    sqs = aws["sqs"]
+    url = await queue_url(sqs, f"{stack.name}-transfer-s3")
+    await sqs.send_message(QueueUrl=url, MessageBody="{}")
+    seen: list[ReceivedMessage] = []
+    stop = asyncio.Event()
+
+    async def slow_handler(message: ReceivedMessage) -> None:
+        seen.append(message)
+        await asyncio.sleep(7)  # well past the 2 s visibility timeout below
+
+    consumer = QueueConsumer(
+        sqs, url, slow_handler, concurrency=4, visibility_timeout=2, wait_seconds=1
+    )
+    running = asyncio.create_task(consumer.run(stop))
+
+    async def handled_and_gone() -> bool:
+        attributes = (
+            await sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )
+        )["Attributes"]
+        return (
+            bool(seen)
+            and attributes["ApproximateNumberOfMessages"]
+            == "0"
+            == attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    await eventually(handled_and_gone, timeout=30, what="the message handled and deleted")
+    stop.set()
+    await running
+    assert [m.receive_count for m in seen] == [1], "never handed to a second handler"

@@ -13,7 +13,6 @@ from email.utils import format_datetime
 import pytest
 from pydantic import ValidationError
 
-from conveyor_notifier.batching import BatchWindow
 from conveyor_notifier.mail import build_message, message_id
 from conveyor_notifier.render import (
     FileLine,
@@ -28,6 +27,7 @@ from conveyor_notifier.render import (
 )
 from conveyor_notifier.settings import NotifierSettings
 from conveyor_notifier.slack import retry_after_seconds
+from conveyor_shared.messaging.batching import BatchWindow
 from conveyor_shared.messaging.models import FileFailed, FileReceived
 
 STARTED = datetime(2026, 11, 21, 10, 15, 0, tzinfo=UTC)
@@ -261,7 +261,9 @@ async def test_batch_window_flushes_a_burst_once_and_hands_each_item_its_outcome
         flushed.append((group, items))
         return [ValueError(f"odd {i}") if i % 2 else None for i in items]
 
-    window: BatchWindow[int] = BatchWindow(flush, seconds=0.2, max_items=3)
+    window: BatchWindow[int] = BatchWindow(
+        flush, quiet_seconds=0.2, max_wait_seconds=0.2, max_items=3
+    )
     results = await asyncio.gather(
         *(window.add("a", i) for i in (0, 1, 2, 4)), window.add("b", 6), return_exceptions=True
     )
@@ -274,6 +276,8 @@ async def test_batch_window_fails_every_item_when_the_flush_fails() -> None:
     async def flush(group: str, items: list[int]) -> list[Exception | None]:
         raise ConnectionError("down")
 
-    window: BatchWindow[int] = BatchWindow(flush, seconds=0.05, max_items=10)
+    window: BatchWindow[int] = BatchWindow(
+        flush, quiet_seconds=0.05, max_wait_seconds=0.05, max_items=10
+    )
     results = await asyncio.gather(*(window.add("a", i) for i in range(3)), return_exceptions=True)
     assert all(isinstance(r, ConnectionError) for r in results)

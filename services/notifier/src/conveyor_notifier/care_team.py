@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from conveyor_notifier.batching import BatchWindow
 from conveyor_notifier.once import OnceSender, Pending
 from conveyor_notifier.render import slack_care_team_files
 from conveyor_notifier.slack import SlackWebhooks
 from conveyor_shared.config.loader import RoutesSource
+from conveyor_shared.messaging.batching import BatchWindow
 from conveyor_shared.messaging.consumer import ReceivedMessage
 from conveyor_shared.messaging.models import FileReceived
 
@@ -44,7 +44,12 @@ class CareTeamSlack:
         self._routes = routes
         self._once = once
         self._slack = slack
-        self._window: BatchWindow[_Received] = BatchWindow(self._flush, batch_seconds, batch_max)
+        self._window: BatchWindow[_Received] = BatchWindow(
+            self._flush,
+            quiet_seconds=batch_seconds,
+            max_wait_seconds=batch_seconds,
+            max_items=batch_max,
+        )
 
     async def file_received(self, event: FileReceived, message: ReceivedMessage) -> None:
         if event.audience != "care_team":

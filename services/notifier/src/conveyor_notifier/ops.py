@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import structlog
 
-from conveyor_notifier.batching import BatchWindow
 from conveyor_notifier.mail import Mailer
 from conveyor_notifier.once import OnceSender, Pending
 from conveyor_notifier.render import (
@@ -26,6 +25,7 @@ from conveyor_notifier.slack import SlackWebhooks
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.config.models import OpsNotifications, RoutesFile
 from conveyor_shared.ledger.dynamo import now_iso
+from conveyor_shared.messaging.batching import BatchWindow
 from conveyor_shared.messaging.consumer import ReceivedMessage
 from conveyor_shared.messaging.models import FileFailed
 
@@ -70,7 +70,10 @@ class OpsAlerts:
         self._slack = slack
         self._mail_from = mail_from
         self._window: BatchWindow[_Failure] = BatchWindow(
-            self._flush_failures, batch_seconds, batch_max
+            self._flush_failures,
+            quiet_seconds=batch_seconds,
+            max_wait_seconds=batch_seconds,
+            max_items=batch_max,
         )
 
     async def file_failed(self, event: FileFailed, message: ReceivedMessage) -> None:

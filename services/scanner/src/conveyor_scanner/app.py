@@ -7,17 +7,17 @@ from contextlib import AsyncExitStack
 
 import structlog
 
-from conveyor_scanner.batching import SettleWindow
-from conveyor_scanner.handlers import DoneFileBatches, ScannerHandler
+from conveyor_scanner.handlers import DoneFileBatches, ScannerHandler, arrivals_recorder
 from conveyor_scanner.recorder import JobRecorder
 from conveyor_scanner.scan import HealthCheck, ScheduledScan
 from conveyor_scanner.settings import ScannerSettings
 from conveyor_shared.config.loader import RoutesSource
-from conveyor_shared.config.models import DESTINATION_TYPES
+from conveyor_shared.config.models import DESTINATION_TYPES, Route
 from conveyor_shared.delivery.jobs import JobCompletion
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
 from conveyor_shared.ledger.locks import Leases
+from conveyor_shared.messaging.batching import BatchWindow
 from conveyor_shared.messaging.consumer import QueueConsumer
 from conveyor_shared.messaging.publisher import CommandSender, EventPublisher
 from conveyor_shared.runtime import open_clients, run_consumers, stop_event_on_signals
@@ -71,11 +71,12 @@ async def run(settings: ScannerSettings, stop: asyncio.Event | None = None) -> N
             lease_seconds=settings.scan_lease_seconds,
             batch_max_files=settings.batch_max_files,
         )
-        window = SettleWindow(
-            recorder.record,
-            settings.batch_window_seconds,
-            settings.batch_max_wait_seconds,
-            settings.batch_max_files,
+        # A burst of arrivals becomes a few jobs (docs/architecture.md, "How batches form").
+        window: BatchWindow[tuple[Route, str]] = BatchWindow(
+            arrivals_recorder(recorder),
+            quiet_seconds=settings.batch_window_seconds,
+            max_wait_seconds=settings.batch_max_wait_seconds,
+            max_items=settings.batch_max_files,
         )
         handler = ScannerHandler(routes, window, done_files, scan)
         consumer = QueueConsumer(

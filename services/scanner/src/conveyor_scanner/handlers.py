@@ -8,7 +8,6 @@ from typing import Any
 
 import structlog
 
-from conveyor_scanner.batching import SettleWindow
 from conveyor_scanner.keys import is_folder_placeholder
 from conveyor_scanner.recorder import JobRecorder
 from conveyor_scanner.scan import ScheduledScan
@@ -16,6 +15,7 @@ from conveyor_shared.backends.s3 import S3Store
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.config.models import Route
 from conveyor_shared.errors import NotFound
+from conveyor_shared.messaging.batching import BatchWindow, Flush
 from conveyor_shared.messaging.consumer import ReceivedMessage
 from conveyor_shared.messaging.envelopes import MalformedMessage, parse_body
 from conveyor_shared.messaging.models import (
@@ -26,6 +26,15 @@ from conveyor_shared.messaging.models import (
 )
 
 log = structlog.get_logger("conveyor.scanner")
+
+
+def arrivals_recorder(recorder: JobRecorder) -> Flush[tuple[Route, str]]:
+    """Records a client's batch of arrivals as one job."""
+
+    async def record(_client_id: str, arrivals: list[tuple[Route, str]]) -> None:
+        await recorder.record(arrivals[0][0], [key for _, key in arrivals])
+
+    return record
 
 
 class DoneFileBatches:
@@ -68,7 +77,7 @@ class ScannerHandler:
     def __init__(
         self,
         routes: RoutesSource,
-        window: SettleWindow,
+        window: BatchWindow[tuple[Route, str]],
         done_files: DoneFileBatches,
         scan: ScheduledScan,
     ) -> None:
@@ -113,4 +122,4 @@ class ScannerHandler:
                 )
             return
         log.info("pickup.arrived", client_id=route.client_id, key=record.key, size=record.size)
-        await self._window.add(route, record.key)
+        await self._window.add(route.client_id, (route, record.key))

@@ -1,11 +1,15 @@
-"""The batch window: how a burst of events becomes one message, not one per event.
+"""The batch window: how a burst of messages becomes one piece of work, not
+one per message (a scanner job, a Slack message, an ops alert).
 
-The first item for a group (a provider source, a job) opens a window of
-``seconds``; every item for that group until it closes joins the batch,
-which is then flushed as one message. A batch that reaches ``max_items``
-closes at once. Each item's SQS message is deleted only after its batch
-was flushed: ``add`` returns (or raises) that item's own outcome, so a
-failed flush has every message of the batch redelivered.
+The first item for a group (a client, a provider source, a job) opens a
+batch. It closes when the group has been quiet for ``quiet_seconds``, or
+``max_wait_seconds`` after it opened, or when it holds ``max_items``,
+whichever comes first; then it is flushed as one. (With ``quiet_seconds``
+equal to ``max_wait_seconds`` that is a fixed window from the first item.)
+
+Each item's SQS message is deleted only after its batch was flushed: ``add``
+returns, or raises, that item's own outcome, so a failed flush has every
+message of the batch redelivered.
 """
 
 from __future__ import annotations
@@ -19,23 +23,33 @@ import structlog
 
 T = TypeVar("T")
 
-#: Flushes one group's items; returns one outcome per item (None: done).
-Flush = Callable[[str, list[T]], Awaitable[Sequence[Exception | None]]]
+#: Flushes one group's items; returns one outcome per item (None: done), or
+#: None when every item is done.
+Flush = Callable[[str, list[T]], Awaitable[Sequence[Exception | None] | None]]
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 @dataclass
 class _Batch(Generic[T]):
     group: str
+    opened: float = field(default_factory=_now)
+    last_item: float = field(default_factory=_now)
     items: list[T] = field(default_factory=list)
     outcomes: list[asyncio.Future[None]] = field(default_factory=list)
     timer: asyncio.Task[None] | None = None
 
 
 class BatchWindow(Generic[T]):
-    def __init__(self, flush: Flush[T], seconds: float, max_items: int) -> None:
+    def __init__(
+        self, flush: Flush[T], *, quiet_seconds: float, max_wait_seconds: float, max_items: int
+    ) -> None:
         self._flush = flush
-        self._seconds = seconds
-        self._max = max_items
+        self._quiet = quiet_seconds
+        self._max_wait = max(max_wait_seconds, quiet_seconds)
+        self._max_items = max_items
         self._open: dict[str, _Batch[T]] = {}
         self._flushing: set[asyncio.Task[None]] = set()
 
@@ -44,16 +58,22 @@ class BatchWindow(Generic[T]):
         batch = self._open.get(group)
         if batch is None:
             batch = self._open[group] = _Batch(group)
-            batch.timer = asyncio.create_task(self._close_after(batch))
+            batch.timer = asyncio.create_task(self._close_when_settled(batch))
         outcome = asyncio.get_running_loop().create_future()
         batch.items.append(item)
         batch.outcomes.append(outcome)
-        if len(batch.items) >= self._max:
+        batch.last_item = _now()
+        if len(batch.items) >= self._max_items:
             self._close(batch)
         await asyncio.shield(outcome)
 
-    async def _close_after(self, batch: _Batch[T]) -> None:
-        await asyncio.sleep(self._seconds)
+    async def _close_when_settled(self, batch: _Batch[T]) -> None:
+        while True:
+            # Each new item pushes the quiet deadline out, never past max_wait.
+            left = min(batch.last_item + self._quiet, batch.opened + self._max_wait) - _now()
+            if left <= 0:
+                break
+            await asyncio.sleep(left)
         self._close(batch)
 
     def _close(self, batch: _Batch[T]) -> None:
@@ -72,10 +92,12 @@ class BatchWindow(Generic[T]):
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(batch=batch.group, items=len(batch.items))
         try:
-            results: Sequence[Exception | None] = await self._flush(batch.group, batch.items)
+            results = await self._flush(batch.group, batch.items)
         except Exception as exc:
             results = [exc] * len(batch.items)
-        for future, result in zip(batch.outcomes, results, strict=True):
+        for future, result in zip(
+            batch.outcomes, results or [None] * len(batch.items), strict=True
+        ):
             if future.done():
                 continue
             if result is None:

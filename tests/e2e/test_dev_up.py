@@ -121,6 +121,10 @@ def test_dev_up_delivers_samples_everywhere_and_ctrl_c_stops_everything(tmp_path
         assert gone.returncode == 1
         assert "No local stack is running" in gone.stderr
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # the test failed half-way: stop it the way a person would
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -24,7 +24,7 @@ import psutil
 from bench.measure import MB, CpuMeter, ProcessWatch, RequestCount, Usage, run_command
 from bench.pipeline import Pipeline, Service, parse_time
 from bench.rclone import Rclone
-from bench.sources import Sources, assemble_into, copy_into, put_objects, small_keys
+from bench.sources import Sources, assemble_into, copy_into, purge, put_objects, small_keys
 from bench.standins import StandIns
 
 Figures = dict[str, Any]
@@ -73,12 +73,12 @@ class Bench:
     def s3(self) -> Any:
         return self.pipeline.s3
 
-    def cpu_meter(self, **more: int) -> CpuMeter:
-        """CPU of the stand-ins and the scanner (plus ``more``) during a leg."""
+    def cpu_meter(self) -> CpuMeter:
+        """CPU of the stand-ins and the scanner during a leg."""
         pids = {"moto": self.stand_ins.moto.process.pid, "sshd": self.stand_ins.sshd.process.pid}
         if self.stand_ins.gcs is not None:
             pids["gcs_emulator"] = self.stand_ins.gcs.process.pid
-        return CpuMeter({**pids, "scanner": self.pipeline.scanner_pid, **more})
+        return CpuMeter({**pids, "scanner": self.pipeline.scanner_pid})
 
     def wait_for_sshd_sessions(self) -> None:
         """Until sshd has reaped its sessions, so their CPU time is counted."""
@@ -314,6 +314,7 @@ def conveyor_large(
     entry = next(e for e in pipeline.ledger(client) if e["sourceKey"] == key)
     if entry["status"] != "success":
         raise RuntimeError(f"{key} is {entry['status']} in the ledger: {entry.get('lastError')}")
+    purge(bench.s3, pipeline.pickup_bucket, key)
     size = int(delivered["bytes"])
     seconds = parse_time(delivered["timestamp"]) - parse_time(started["timestamp"])
     return {
@@ -466,10 +467,21 @@ def conveyor_s3(bench: Bench, *, round_number: int) -> Figures:
 
 
 def rclone_s3(bench: Bench, *, round_number: int) -> Figures:
-    bucket = s3_bucket(bench.pipeline)
-    figures = rclone_large(bench, f"s3:{bucket}/rclone", log_name=f"rclone-s3-{round_number}")
-    bench.s3.delete_object(Bucket=bucket, Key=f"rclone/{bench.sources.large_key}")
-    return figures
+    """rclone copies an object made just before, as Conveyor's leg copies the one the
+    harness has just put into the pick-up: moto copies a fresh object more slowly
+    (it must grow its memory) than one it has held for a while."""
+    sources, bucket = bench.sources, s3_bucket(bench.pipeline)
+    fresh = f"s3-leg-{round_number}/{sources.large_key}"
+    copy_into(bench.s3, sources, sources.bucket, fresh)
+    figures = _rclone(
+        bench,
+        f"s3:{sources.bucket}/{fresh}",
+        f"s3:{bucket}/rclone",
+        log_name=f"rclone-s3-{round_number}",
+    )
+    purge(bench.s3, sources.bucket, fresh)
+    bench.s3.delete_object(Bucket=bucket, Key=f"rclone/{sources.large_key}")
+    return {"mb_per_s": _rate(sources.large_size, figures["seconds"]), **figures}
 
 
 def conveyor_rss_large(bench: Bench, copies: int) -> Figures:

@@ -5,8 +5,10 @@
   own high-water mark (``VmHWM``), CPU time and ``/proc/PID/io`` counters.
   ``read_chars``/``write_chars`` count every byte the process passed through
   ``read``/``recv``/``write``/``send``: for a worker, its network traffic.
-* ``run_command`` runs a one-shot command (``rclone``, ``sftp``) and takes its
-  exact peak RSS and CPU time from ``wait4``.
+* ``CpuMeter`` says how much CPU each stand-in spent during a leg, and
+  ``RequestCount`` how many requests moto served.
+* ``run_command`` runs a one-shot command (``rclone``, ``sftp``): CPU time from
+  ``wait4``, peak RSS from the same sampling.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 (for the raw limit) on local disk.
 
 The large source is uploaded in 64 MiB parts and then copied once server-side,
-so it is a single-part object with an MD5 ETag: the same shape as the copy of
-it that each Conveyor leg puts into the pick-up (``CopyObject``), so both
-tools read the same kind of object.
+so it is a single-part object with an MD5 ETag, in a bucket configured like the
+pick-up: the same kind of object as the copy of it that each Conveyor leg puts
+into the pick-up (``CopyObject``), so both tools read the same kind of object.
 """
 
 from __future__ import annotations
@@ -41,10 +41,6 @@ class Sources:
     small_prefix: str
     small_files: tuple[bytes, ...]
 
-    @property
-    def small_bytes(self) -> int:
-        return sum(len(body) for body in self.small_files)
-
 
 def write_random_file(path: Path, size: int) -> None:
     with path.open("wb") as out:
@@ -71,6 +67,15 @@ def create_sources(
 ) -> Sources:
     bucket = f"bench-source-{secrets.token_hex(3)}"
     s3.create_bucket(Bucket=bucket)
+    # Configured like the pick-up (deploy/conveyor.yaml): moto copies and serves
+    # objects of versioned, SSE-S3 buckets more slowly than those of plain ones.
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
     local = state / "large.bin"
     large_key = f"{large_size // MiB}MiB.bin"
     if large_size:
@@ -112,3 +117,12 @@ def assemble_into(s3: Any, sources: Sources, bucket: str, key: str, copies: int)
         Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
     )
     return copies * sources.large_size
+
+
+def purge(s3: Any, bucket: str, key: str) -> None:
+    """Every version of ``key``: the pick-up is versioned, so a delivered file's
+    bytes would otherwise stay in moto's memory for the rest of the run."""
+    listed = s3.list_object_versions(Bucket=bucket, Prefix=key)
+    for version in listed.get("Versions", []) + listed.get("DeleteMarkers", []):
+        if version["Key"] == key:
+            s3.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])

@@ -24,11 +24,6 @@ class StandIns:
     gcs: servers.GcsEmulator | None
 
     @property
-    def processes(self) -> list[ManagedProcess]:
-        started = [self.moto.process, self.sshd.process]
-        return started + ([self.gcs.process] if self.gcs else [])
-
-    @property
     def known_hosts(self) -> Path:
         """A known_hosts file pinning sshd's host key, for rclone and ``sftp``."""
         path = self.state / "known_hosts"

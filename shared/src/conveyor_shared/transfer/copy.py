@@ -61,6 +61,24 @@ class _Hasher:
         return {name: h.hexdigest() for name, h in self._hashes.items()}
 
 
+def _hashes_to_compute(info: ObjectInfo, destination: Destination) -> set[str]:
+    """Hash locally only what cannot be compared end to end without it.
+
+    When the source vouches for a hash the destination also reports (an S3
+    ETag's MD5 against GCS's ``md5Hash`` or the server's ``md5sum``), those
+    two are compared directly: reading every byte through MD5 here would
+    cost a core-second per GiB and prove nothing more. What the destination
+    reports that the source does not vouch for is computed while streaming;
+    with a destination that reports nothing, the source's hashes are checked
+    against what was read.
+    """
+    reported = set(destination.features.native_hashes)
+    if isinstance(destination, HashVerifier):
+        reported |= set(destination.features.verify_hashes)
+    wanted = reported - set(info.hashes) if reported else set(info.hashes)
+    return wanted & hashlib.algorithms_available
+
+
 def _compare(label: str, expected: dict[str, str], actual: dict[str, str]) -> list[str]:
     checked = []
     for name in expected.keys() & actual.keys():
@@ -102,10 +120,7 @@ async def copy(
                 time.monotonic() - started,
                 tuple(verified),
             )
-    wanted = set(destination.features.native_hashes) | set(info.hashes)
-    if verify and isinstance(destination, HashVerifier):
-        wanted |= set(destination.features.verify_hashes)
-    hasher = _Hasher(wanted if verify else set())
+    hasher = _Hasher(_hashes_to_compute(info, destination) if verify else set())
     moved = 0
     upload = await destination.begin(path, info.size)
     try:
@@ -125,12 +140,15 @@ async def copy(
         await asyncio.shield(upload.abort())
         raise
     _check_size(moved, committed.size)
+    # What the bytes should hash to: the source's own word where it gives one,
+    # else what was read.
+    expected = {**read, **info.hashes}
     if verify:
-        verified += _compare("destination", read, dict(committed.hashes))
-        verified += await _verify_remote(destination, path, read)
+        verified += _compare("destination", expected, dict(committed.hashes))
+        verified += await _verify_remote(destination, path, expected)
     if progress:
         await progress(moved)
-    return CopyResult(moved, read, False, time.monotonic() - started, tuple(verified))
+    return CopyResult(moved, expected, False, time.monotonic() - started, tuple(verified))
 
 
 async def _verify_remote(destination: Destination, path: str, read: dict[str, str]) -> list[str]:

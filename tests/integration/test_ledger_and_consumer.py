@@ -111,18 +111,19 @@ async def test_consumer_keeps_a_long_message_invisible_and_deletes_it_after(
     url = await queue_url(sqs, f"{stack.name}-transfer-s3")
     await sqs.send_message(QueueUrl=url, MessageBody="{}")
     seen: list[ReceivedMessage] = []
+    release = asyncio.Event()
     stop = asyncio.Event()
 
-    async def slow_handler(message: ReceivedMessage) -> None:
+    async def long_handler(message: ReceivedMessage) -> None:
         seen.append(message)
-        await asyncio.sleep(7)  # well past the 2 s visibility timeout below
+        await release.wait()  # a transfer that outlasts the visibility timeout
 
     consumer = QueueConsumer(
-        sqs, url, slow_handler, concurrency=4, visibility_timeout=2, wait_seconds=1
+        sqs, url, long_handler, concurrency=4, visibility_timeout=2, wait_seconds=1
     )
     running = asyncio.create_task(consumer.run(stop))
 
-    async def handled_and_gone() -> bool:
+    async def counts() -> tuple[str, str]:
         attributes = (
             await sqs.get_queue_attributes(
                 QueueUrl=url,
@@ -133,13 +134,31 @@ async def test_consumer_keeps_a_long_message_invisible_and_deletes_it_after(
             )
         )["Attributes"]
         return (
-            bool(seen)
-            and attributes["ApproximateNumberOfMessages"]
-            == "0"
-            == attributes["ApproximateNumberOfMessagesNotVisible"]
+            attributes["ApproximateNumberOfMessages"],
+            attributes["ApproximateNumberOfMessagesNotVisible"],
         )
 
-    await eventually(handled_and_gone, timeout=30, what="the message handled and deleted")
+    await eventually(lambda: asyncio.sleep(0, bool(seen)), what="the handler to start")
+    started = asyncio.get_running_loop().time()
+
+    async def still_hidden_after_three_timeouts() -> bool:
+        assert await counts() == ("0", "1"), "the message became visible while being handled"
+        return asyncio.get_running_loop().time() - started > 6
+
+    await eventually(
+        still_hidden_after_three_timeouts,
+        timeout=20,
+        interval=0.25,
+        what="three visibility timeouts to pass",
+    )
+    release.set()
+    await eventually(
+        lambda: _gone(counts), timeout=10, what="the message deleted after the handler returned"
+    )
     stop.set()
     await running
     assert [m.receive_count for m in seen] == [1], "never handed to a second handler"
+
+
+async def _gone(counts: Any) -> bool:
+    return bool(await counts() == ("0", "0"))

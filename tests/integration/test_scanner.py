@@ -181,7 +181,7 @@ async def test_done_file_with_200_files_is_one_job(
 async def test_files_after_the_done_file_wait_for_the_next_one(
     stack: Stack, aws: dict[str, Any], tmp_path: Path, services: InProcessServices
 ) -> None:
-    from conveyor_scanner.handlers import DoneFileBatches
+    from conveyor_scanner.done_files import DoneFileBatches
 
     # Drive the done-file batch directly so the order of events is exact.
     routes = write_routes(

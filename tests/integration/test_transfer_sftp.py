@@ -34,6 +34,7 @@ from tests.support import (
     Stack,
     TcpProxy,
     eventually,
+    subscribe_events,
     watch_final_name,
     write_routes,
 )
@@ -119,19 +120,6 @@ class Delivery:
         return self.events
 
 
-async def subscribe(aws: dict[str, Any], stack: Stack) -> str:
-    sqs = aws["sqs"]
-    url = (await sqs.create_queue(QueueName=f"{stack.name}-observer"))["QueueUrl"]
-    attributes = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    await aws["sns"].subscribe(
-        TopicArn=stack.outputs["EventsTopicArn"],
-        Protocol="sqs",
-        Endpoint=attributes["Attributes"]["QueueArn"],
-        Attributes={"RawMessageDelivery": "true"},
-    )
-    return str(url)
-
-
 @pytest.fixture
 def start(
     stack: Stack,
@@ -187,7 +175,7 @@ def start(
             "environment": "test",
             "receive_wait_seconds": 1,
         }
-        delivery = Delivery(stack, aws, server, directory, await subscribe(aws, stack))
+        delivery = Delivery(stack, aws, server, directory, await subscribe_events(aws, stack))
         services.start(run_scanner, ScannerSettings(**common, batch_window_seconds=0.2))
         services.start(run_transfer_sftp, TransferSettings(**common))
         return delivery

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -85,8 +86,6 @@ def up(
     """Start everything, deliver sample files to SFTP, GCS and S3, and show their progress."""
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     if state_dir.exists():
-        import shutil
-
         shutil.rmtree(state_dir)
     stack = LocalStack(state_dir.resolve())
     ok = False

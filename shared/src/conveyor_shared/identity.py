@@ -26,10 +26,40 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def _hex(b64: str) -> str | None:
+def etag_of(obj: Mapping[str, Any]) -> str:
+    """An S3 response's ETag without its quotes ("" when absent)."""
+    return str(obj.get("ETag", "")).strip('"')
+
+
+def b64_to_hex(value: str) -> str | None:
     with contextlib.suppress(binascii.Error, ValueError):
-        return base64.b64decode(b64, validate=True).hex()
+        return base64.b64decode(value, validate=True).hex()
     return None
+
+
+def _full_object_checksum(head: Mapping[str, Any], field: str) -> str | None:
+    """A checksum S3 stored for the whole object, as hex; None for a composite one."""
+    value = head.get(field)
+    if not value or "-" in value or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return None
+    return b64_to_hex(value)
+
+
+def vouched_hashes(head: Mapping[str, Any]) -> dict[str, str]:
+    """Content hashes S3 vouches for, lower-case hex: the ETag is an MD5 only
+    for a single-part upload not encrypted with SSE-KMS; a SHA-256 checksum
+    only if it covers the whole object."""
+    hashes: dict[str, str] = {}
+    etag = etag_of(head)
+    if (
+        etag
+        and "-" not in etag
+        and not str(head.get("ServerSideEncryption", "")).startswith("aws:kms")
+    ):
+        hashes["md5"] = etag
+    if sha256 := _full_object_checksum(head, "ChecksumSHA256"):
+        hashes["sha256"] = sha256
+    return hashes
 
 
 def content_id(head: Mapping[str, Any], key: str) -> str:
@@ -38,15 +68,14 @@ def content_id(head: Mapping[str, Any], key: str) -> str:
     size = int(head.get("ContentLength", 0))
     if size == 0:
         return f"empty:{key}"
-    etag = str(head.get("ETag", "")).strip('"')
-    kms = str(head.get("ServerSideEncryption", "")).startswith("aws:kms")
-    if etag and "-" not in etag and not kms:
-        return etag
-    if head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
-        for field, name in (("ChecksumSHA256", "sha256"), ("ChecksumSHA1", "sha1")):
-            value = head.get(field)
-            if value and (hexed := _hex(value)):
-                return f"{name}:{hexed}"
-        if crc := head.get("ChecksumCRC64NVME"):
-            return f"crc64nvme:{crc}:{size}"
-    return f"mpu:{etag}:{size}"
+    hashes = vouched_hashes(head)
+    if "md5" in hashes:
+        return hashes["md5"]
+    if "sha256" in hashes:
+        return f"sha256:{hashes['sha256']}"
+    if sha1 := _full_object_checksum(head, "ChecksumSHA1"):
+        return f"sha1:{sha1}"
+    crc = head.get("ChecksumCRC64NVME")
+    if crc and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
+        return f"crc64nvme:{crc}:{size}"
+    return f"mpu:{etag_of(head)}:{size}"

@@ -17,6 +17,7 @@ from conveyor_notifier.render import FileLine, JobReport, render_job_mail
 from conveyor_notifier.retries import RetryPolicy
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.errors import TransientError
+from conveyor_shared.ledger.dynamo import parse_iso
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
 from conveyor_shared.ledger.models import FileEntry, Job
@@ -33,7 +34,7 @@ class IndexBehind(TransientError):
 
 
 def _parse_time(iso: str | None, fallback: datetime) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")) if iso else fallback
+    return parse_iso(iso) if iso else fallback
 
 
 class JobMails:

@@ -7,7 +7,8 @@ from contextlib import AsyncExitStack
 
 import structlog
 
-from conveyor_scanner.handlers import DoneFileBatches, ScannerHandler, arrivals_recorder
+from conveyor_scanner.done_files import DoneFileBatches
+from conveyor_scanner.handlers import ScannerHandler, arrivals_recorder
 from conveyor_scanner.recorder import JobRecorder
 from conveyor_scanner.scan import HealthCheck, ScheduledScan
 from conveyor_scanner.settings import ScannerSettings

@@ -26,7 +26,7 @@ import asyncio
 import secrets
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -34,9 +34,10 @@ import structlog
 from conveyor_scanner.keys import rejection
 from conveyor_shared.backends.s3 import S3Store, object_version
 from conveyor_shared.config.models import Route
+from conveyor_shared.delivery.destinations import destination_path
 from conveyor_shared.errors import NotFound
-from conveyor_shared.identity import content_id
-from conveyor_shared.ledger.dynamo import now_iso
+from conveyor_shared.identity import content_id, etag_of
+from conveyor_shared.ledger.dynamo import now_iso, older_than
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
 from conveyor_shared.ledger.models import FileEntry, FileStatus, Job, JobStatus
@@ -50,13 +51,6 @@ T = TypeVar("T")
 def new_job_id(client_id: str) -> str:
     """Readable and sortable: ``H1234-20261121T101500Z-3f9a1c``."""
     return f"{client_id}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def older_than(iso: str | None, seconds: float) -> bool:
-    if iso is None:
-        return True
-    when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    return datetime.now(UTC) - when >= timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -124,7 +118,7 @@ class JobRecorder:
         return job.job_id
 
     async def _head(self, route: Route, key: str) -> PickedUp | None:
-        relative = key[len(route.pickup.prefix) :]
+        relative = destination_path(route, key)
         if reason := rejection(relative):
             log.error("pickup.rejected", client_id=route.client_id, key=key, reason=reason)
             return None
@@ -143,7 +137,7 @@ class JobRecorder:
             content_id(head, key),
             object_version(head),
             int(head["ContentLength"]),
-            str(head.get("ETag", "")).strip('"'),
+            etag_of(head),
         )
 
     def _entry(self, route: Route, job_id: str, obj: PickedUp) -> FileEntry:

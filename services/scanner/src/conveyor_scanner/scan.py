@@ -10,11 +10,12 @@ jobs left unfinished, and completes what an interrupted run left undone.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from conveyor_scanner.done_files import DoneFileBatches
 from conveyor_scanner.keys import is_folder_placeholder
 from conveyor_scanner.recorder import JobRecorder
 from conveyor_shared.backends.s3 import S3Store
@@ -23,7 +24,7 @@ from conveyor_shared.config.models import Route
 from conveyor_shared.delivery.jobs import JobCompletion
 from conveyor_shared.delivery.worker import fail_file
 from conveyor_shared.errors import NotFound
-from conveyor_shared.ledger.dynamo import epoch
+from conveyor_shared.ledger.dynamo import epoch, iso_ago
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
 from conveyor_shared.ledger.locks import Leases
@@ -58,11 +59,7 @@ class HealthCheck:
         self._max_attempts = max_attempts
 
     async def run(self, routes: list[Route]) -> None:
-        cutoff = (
-            (datetime.now(UTC) - timedelta(seconds=self._stale_after))
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z")
-        )
+        cutoff = iso_ago(self._stale_after)
         for route in routes:
             for entry in await self._files.active_since_before(route.client_id, cutoff):
                 await self._stale_entry(route, entry)
@@ -130,7 +127,7 @@ class ScheduledScan:
         leases: Leases,
         routes: RoutesSource,
         recorder: JobRecorder,
-        done_files: Any,
+        done_files: DoneFileBatches,
         health: HealthCheck,
         s3_client: Any,
         lease_seconds: int,

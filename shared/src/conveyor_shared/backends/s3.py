@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from conveyor_shared.errors import (
     PermanentError,
     TransientError,
 )
+from conveyor_shared.identity import etag_of, vouched_hashes
 from conveyor_shared.transfer.protocols import Features, ObjectInfo, Source
 
 MiB = 1024 * 1024
@@ -71,24 +71,6 @@ def _errors(what: str) -> Any:
         raise translate(exc, what) from exc
 
 
-def _b64_to_hex(value: str) -> str:
-    return base64.b64decode(value).hex()
-
-
-def hashes_from_head(head: dict[str, Any]) -> dict[str, str]:
-    """Hashes S3 vouches for: the ETag is an MD5 only for a single-part upload
-    that is not SSE-KMS encrypted; a SHA-256 checksum only if it is full-object."""
-    hashes: dict[str, str] = {}
-    etag = str(head.get("ETag", "")).strip('"')
-    if etag and "-" not in etag and head.get("ServerSideEncryption") != "aws:kms":
-        hashes["md5"] = etag
-    sha = head.get("ChecksumSHA256")
-    if sha and "-" not in sha and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
-        with contextlib.suppress(binascii.Error, ValueError):
-            hashes["sha256"] = _b64_to_hex(sha)
-    return hashes
-
-
 def object_version(head: dict[str, Any]) -> str:
     """S3's VersionId where versioning is on, else the upload's LastModified time."""
     return str(head.get("VersionId") or head["LastModified"].isoformat())
@@ -99,7 +81,7 @@ def info_from_head(path: str, head: dict[str, Any]) -> ObjectInfo:
         path=path,
         size=int(head["ContentLength"]),
         modified=head.get("LastModified"),
-        hashes=hashes_from_head(head),
+        hashes=vouched_hashes(head),
         version=object_version(head),
     )
 
@@ -178,7 +160,7 @@ class S3Store:
         with _errors(f"list {self.describe(prefix)}"):
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(prefix)):
                 for item in page.get("Contents", []):
-                    etag = str(item.get("ETag", "")).strip('"')
+                    etag = etag_of(item)
                     yield ObjectInfo(
                         path=item["Key"][len(self.prefix) :],
                         size=int(item["Size"]),
@@ -327,7 +309,7 @@ class _S3Upload:
                     "Parts": [{"PartNumber": n, "ETag": self._parts[n][0]} for n in numbers]
                 },
             )
-        etag = str(done.get("ETag", "")).strip('"')
+        etag = etag_of(done)
         if "kms" not in self._store._put_args.get("ServerSideEncryption", "") and etag != expected:
             raise IntegrityError(f"{self._what}: multipart ETag {etag} != expected {expected}")
         info = await self._store.stat(self._path)

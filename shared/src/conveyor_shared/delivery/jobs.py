@@ -10,10 +10,9 @@ that window sends no second e-mail.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import structlog
 
+from conveyor_shared.ledger.dynamo import older_than
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
 from conveyor_shared.ledger.models import Job, JobStatus
@@ -21,13 +20,6 @@ from conveyor_shared.messaging.models import JobFinished
 from conveyor_shared.messaging.publisher import EventPublisher
 
 log = structlog.get_logger("conveyor.jobs")
-
-
-def _older_than(iso: str | None, seconds: float) -> bool:
-    if iso is None:
-        return True
-    when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    return datetime.now(UTC) - when > timedelta(seconds=seconds)
 
 
 class JobCompletion:
@@ -44,17 +36,20 @@ class JobCompletion:
         self._grace = grace_seconds
 
     async def settle_job(self, job_id: str) -> None:
-        """Finish the job if all its files are settled, and see ``job.finished`` out."""
-        job = await self._jobs.finish_if_complete(job_id)
-        if job is not None:
-            await self._publish_finished(job)
-            return
+        """Finish the job if all its files are settled, and see ``job.finished`` out.
+
+        One read of the job per settled file: this runs for every file."""
         job = await self._jobs.get(job_id)
-        if (
-            job is not None
-            and job.status is JobStatus.FINISHED
+        if job is None:
+            return
+        if job.status is JobStatus.RUNNING and job.complete:
+            finished = await self._jobs.finish(job_id)
+            if finished is not None:
+                await self._publish_finished(finished)
+        elif (
+            job.status is JobStatus.FINISHED
             and job.finished_published_at is None
-            and _older_than(job.finished_at, self._grace)
+            and older_than(job.finished_at, self._grace)
         ):
             log.warning("job.finished_republished", job_id=job_id, reason="finisher stopped early")
             await self._publish_finished(job)

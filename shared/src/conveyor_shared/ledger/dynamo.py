@@ -4,7 +4,7 @@ and the one check every conditional write needs."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,9 +15,26 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
+def iso_time(when: datetime) -> str:
+    """The ledger's time format: UTC with milliseconds, sortable as a string."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def now_iso() -> str:
-    """UTC time with milliseconds, sortable as a string."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_time(datetime.now(UTC))
+
+
+def iso_ago(seconds: float) -> str:
+    return iso_time(datetime.now(UTC) - timedelta(seconds=seconds))
+
+
+def parse_iso(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def older_than(iso: str | None, seconds: float) -> bool:
+    """Whether the ledger time ``iso`` is at least ``seconds`` ago (a missing one is)."""
+    return iso is None or datetime.now(UTC) - parse_iso(iso) >= timedelta(seconds=seconds)
 
 
 def epoch() -> int:

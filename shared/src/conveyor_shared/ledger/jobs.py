@@ -101,6 +101,14 @@ class JobLedger:
         job = await self.get(job_id)
         if job is None or job.status is not JobStatus.RUNNING or not job.complete:
             return None
+        return await self.finish(job_id)
+
+    async def finish(self, job_id: str) -> Job | None:
+        """Move a ``running`` job, which the caller saw complete, to ``finished``.
+
+        Counters only grow, so a job seen complete stays complete; the
+        condition on ``running`` lets exactly one caller win.
+        """
         return await self._update(
             job_id,
             UpdateExpression="SET #s = :finished, finishedAt = :now",

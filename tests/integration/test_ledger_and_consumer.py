@@ -1,14 +1,16 @@
 """The ledger's conditional writes and the SQS consumer loop, against moto in
-server mode, under real concurrency (issue 2: D4, D7, A3)."""
+server mode, under real concurrency (D4, D7, A3)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from conveyor_shared.ledger import FileEntry, FileLedger, FileStatus, Job, JobLedger, JobStatus
 from conveyor_shared.ledger.dynamo import now_iso
 from conveyor_shared.messaging import QueueConsumer, ReceivedMessage
+from conveyor_shared.messaging.consumer import RetryLater
 from tests.support import Stack, eventually, queue_url
 
 
@@ -78,10 +80,14 @@ async def test_one_claim_wins_and_settling_twice_counts_once(
     assert winners[0].send_attempts == 1
     owner = winners[0].lease_owner
     assert owner is not None
-    # The same message redelivered after a crash reclaims at once; the attempt counts.
+    # Another claim token, even for the same message, waits for the live lease.
+    assert await files.claim("H5001", "etag-2", "J3", "message-0-redelivered", 60) is None
+    # The holder itself may claim again (a renewal); the attempt counts.
     again = await files.claim("H5001", "etag-2", "J3", owner, 60)
     assert again is not None
     assert again.send_attempts == 2
+    assert not await files.renew_lease("H5001", "etag-2", "someone-else", 60)
+    assert await files.renew_lease("H5001", "etag-2", owner, 60, bytes_done=10)
     settled = await asyncio.gather(
         *(files.settle(winners[0], FileStatus.SUCCESS, owner=owner) for _ in range(4))
     )
@@ -89,6 +95,49 @@ async def test_one_claim_wins_and_settling_twice_counts_once(
     job = await jobs.get("J3")
     assert job is not None
     assert (job.succeeded, job.failed, job.complete) == (1, 0, True)
+
+
+async def test_an_expired_lease_is_taken_over_and_a_released_claim_is_not_counted(
+    stack: Stack, aws: dict[str, Any]
+) -> None:
+    files, jobs = ledgers(aws, stack)
+    await new_job(jobs, "J5", 1)
+    assert await files.record_new(entry("J5", "etag-5"))
+    first = await files.claim("H5001", "etag-5", "J5", "stalled-worker", 0)
+    assert first is not None
+    assert first.send_attempts == 1
+
+    async def taken_over() -> Any:
+        return await files.claim("H5001", "etag-5", "J5", "second-worker", 60)
+
+    second = await eventually(taken_over, timeout=5, what="the expired lease to be taken")
+    assert second.send_attempts == 2
+    # The first worker wakes up: it can neither renew, nor settle, nor release.
+    assert not await files.renew_lease("H5001", "etag-5", "stalled-worker", 60)
+    assert not await files.settle(first, FileStatus.SUCCESS, owner="stalled-worker")
+    assert not await files.release_claim("H5001", "etag-5", "stalled-worker")
+    # A graceful stop gives the claim back without counting the attempt.
+    assert await files.release_claim("H5001", "etag-5", "second-worker")
+    released = await files.get("H5001", "etag-5")
+    assert released is not None
+    assert (released.send_attempts, released.lease_owner) == (1, None)
+    assert await files.record_attempt_failure("H5001", "etag-5", "x", "boom", "transient") is False
+    third = await files.claim("H5001", "etag-5", "J5", "third-worker", 60)
+    assert third is not None
+    assert await files.record_attempt_failure(
+        "H5001", "etag-5", "third-worker", "refused", "transient"
+    )
+    assert await files.claim("H5001", "etag-5", "J5", "fourth-worker", 60) is not None
+    assert await files.settle(
+        third, FileStatus.SUCCESS, owner="fourth-worker", verified_by="md5:destination"
+    )
+    done = await files.get("H5001", "etag-5")
+    assert done is not None
+    assert done.verified_by == "md5:destination"
+    assert [(a.outcome, a.error) for a in done.attempts or []] == [
+        ("failed", "refused"),
+        ("success", None),
+    ]
 
 
 async def test_exactly_one_caller_finishes_a_job(stack: Stack, aws: dict[str, Any]) -> None:
@@ -162,3 +211,102 @@ async def test_consumer_keeps_a_long_message_invisible_and_deletes_it_after(
 
 async def _gone(counts: Any) -> bool:
     return bool(await counts() == ("0", "0"))
+
+
+async def _visibility_counts(sqs: Any, url: str) -> tuple[str, str]:
+    attributes = (
+        await sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+    )["Attributes"]
+    return (
+        attributes["ApproximateNumberOfMessages"],
+        attributes["ApproximateNumberOfMessagesNotVisible"],
+    )
+
+
+async def test_a_stop_interrupts_handlers_after_the_drain_bound_and_frees_their_messages(
+    stack: Stack, aws: dict[str, Any]
+) -> None:
+    sqs = aws["sqs"]
+    url = await queue_url(sqs, f"{stack.name}-transfer-s3")
+    await sqs.send_message(QueueUrl=url, MessageBody="{}")
+    started, interrupted = asyncio.Event(), asyncio.Event()
+
+    async def endless(_message: ReceivedMessage) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            interrupted.set()
+            raise
+
+    stop = asyncio.Event()
+    consumer = QueueConsumer(
+        sqs, url, endless, visibility_timeout=300, wait_seconds=1, drain_seconds=0.5
+    )
+    running = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(started.wait(), 20)
+    stop.set()
+    await asyncio.wait_for(running, 10)
+    assert interrupted.is_set()
+    # Visible again at once, not after the 300 s visibility timeout.
+    assert await _visibility_counts(sqs, url) == ("1", "0")
+
+
+async def test_a_handler_whose_message_was_taken_away_is_cancelled(
+    stack: Stack, aws: dict[str, Any]
+) -> None:
+    sqs = aws["sqs"]
+    url = await queue_url(sqs, f"{stack.name}-transfer-s3")
+    await sqs.send_message(QueueUrl=url, MessageBody="{}")
+    seen: list[ReceivedMessage] = []
+    interrupted = asyncio.Event()
+
+    async def endless(message: ReceivedMessage) -> None:
+        seen.append(message)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            interrupted.set()
+            raise
+
+    stop = asyncio.Event()
+    consumer = QueueConsumer(sqs, url, endless, visibility_timeout=3, wait_seconds=1)
+    running = asyncio.create_task(consumer.run(stop))
+    await eventually(lambda: asyncio.sleep(0, bool(seen)), what="the handler to start")
+    # The receipt stops being valid (as when another receiver deleted it).
+    await sqs.delete_message(QueueUrl=url, ReceiptHandle=seen[0].receipt_handle)
+    await asyncio.wait_for(interrupted.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(running, 10)
+
+
+async def test_a_long_retry_later_is_cut_to_what_sqs_allows_and_holds(
+    stack: Stack, aws: dict[str, Any]
+) -> None:
+    sqs = aws["sqs"]
+    url = await queue_url(sqs, f"{stack.name}-transfer-s3-dlq")
+    await sqs.send_message(QueueUrl=url, MessageBody="not a message")
+    handled = asyncio.Event()
+
+    async def park(_message: ReceivedMessage) -> None:
+        handled.set()
+        raise RetryLater(12 * 3600, "parked for an operator")
+
+    stop = asyncio.Event()
+    consumer = QueueConsumer(sqs, url, park, visibility_timeout=2, wait_seconds=1)
+    running = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(handled.wait(), 20)
+    stop.set()
+    await asyncio.wait_for(running, 10)
+    # Three old visibility timeouts later the message is still parked.
+    deadline = asyncio.get_running_loop().time() + 6
+    while asyncio.get_running_loop().time() < deadline:
+        assert await _visibility_counts(sqs, url) == ("0", "1")
+        await asyncio.sleep(0.5)
+    cut = QueueConsumer._within_limit(
+        ReceivedMessage("m", "r", "", 1, first_seen=time.time() - 3600), 12 * 3600
+    )
+    assert 11 * 3600 - 62 <= cut <= 11 * 3600 - 60

@@ -33,6 +33,11 @@ class PermanentError(ConveyorError):
     """Bad credentials, an unknown host key, permission denied: trying again won't help."""
 
 
+class CredentialsRefused(PermanentError):
+    """The server refused the login. Permanent, unless the secret was rotated
+    since it was read: callers read the secret again once before giving up."""
+
+
 class Misconfigured(PermanentError):
     """The configuration or a secret it references is wrong or incomplete."""
 

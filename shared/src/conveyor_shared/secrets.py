@@ -63,6 +63,11 @@ class SecretStore:
         self._ttl = ttl
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
 
+    def forget(self) -> None:
+        """Drop every cached value: the next ``get`` reads Secrets Manager again
+        (after a refused login, in case the secret was rotated)."""
+        self._cache.clear()
+
     async def get_json(self, name: str) -> dict[str, Any]:
         cached = self._cache.get(name)
         if cached and time.monotonic() - cached[0] < self._ttl:

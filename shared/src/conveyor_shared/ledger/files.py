@@ -18,6 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from conveyor_shared.ledger.claims import Clause, Lease
 from conveyor_shared.ledger.dynamo import (
     condition_failed,
     epoch,
@@ -28,6 +29,7 @@ from conveyor_shared.ledger.dynamo import (
 )
 from conveyor_shared.ledger.models import FileEntry, FileStatus
 
+_LEASE = Lease()
 _ACTIVE_INDEX = "active"
 _JOB_INDEX = "byJob"
 
@@ -97,7 +99,7 @@ class FileLedger:
         assignments = ", ".join(f"#{k} = :{k}" for k in fresh)
         removals = (
             "dispatchedAt, leaseOwner, leaseExpires, lastError, errorKind, deliveredTo, "
-            "deliveredAt, bytesDone, progressAt"
+            "deliveredAt, bytesDone, progressAt, verifiedBy"
         )
         result = await self._update(
             self._key(entry.client_id, entry.content_id),
@@ -129,68 +131,96 @@ class FileLedger:
     ) -> FileEntry | None:
         """Take the transfer of a ``processing`` file, counting one send attempt.
 
-        ``owner`` is the SQS message id, so the same message redelivered after
-        a crash reclaims at once, while a duplicate message must wait for the
-        lease to expire. Returns None (nothing changed) when the file is
-        settled, belongs to another job, or another owner's lease is live.
+        ``owner`` is a token made for this one claim (``claims.new_owner``), so
+        a message redelivered while its first receiver still holds the file
+        waits for that lease to end instead of sharing it. Returns None
+        (nothing changed) when the file is settled, belongs to another job, or
+        another owner's lease is live.
         """
-        now = epoch()
+        condition = Clause(
+            "#s = :processing AND jobId = :job",
+            {"#s": "status"},
+            {":processing": FileStatus.PROCESSING.value, ":job": job_id},
+        ) & _LEASE.takeable_by(owner)
+        take = _LEASE.assign(owner, lease_seconds)
         return await self._update(
             self._key(client_id, content_id),
-            UpdateExpression="SET leaseOwner = :owner, leaseExpires = :expires "
-            "ADD sendAttempts :one",
-            ConditionExpression="#s = :processing AND jobId = :job AND (attribute_not_exists("
-            "leaseOwner) OR leaseOwner = :owner OR leaseExpires < :now)",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues=values(
-                {
-                    ":owner": owner,
-                    ":expires": now + lease_seconds,
-                    ":one": 1,
-                    ":job": job_id,
-                    ":processing": FileStatus.PROCESSING.value,
-                    ":now": now,
-                }
-            ),
+            UpdateExpression=f"SET {take.text} ADD sendAttempts :one",
+            ConditionExpression=condition.text,
+            ExpressionAttributeNames={**condition.names, **take.names},
+            ExpressionAttributeValues=values({**condition.values, **take.values, ":one": 1}),
         )
+
+    def _held(self, owner: str) -> Clause:
+        return _LEASE.held_by(owner) & Clause(
+            "#s = :processing", {"#s": "status"}, {":processing": FileStatus.PROCESSING.value}
+        )
+
+    async def renew_lease(
+        self,
+        client_id: str,
+        content_id: str,
+        owner: str,
+        lease_seconds: int,
+        bytes_done: int | None = None,
+    ) -> bool:
+        """Extend ``owner``'s lease (recording progress if given); False if it was lost."""
+        held = self._held(owner)
+        sets = ["#leaseExpires = :expires"]
+        bound: dict[str, Any] = {":expires": epoch() + lease_seconds}
+        if bytes_done is not None:
+            sets += ["bytesDone = :done", "progressAt = :at"]
+            bound |= {":done": bytes_done, ":at": now_iso()}
+        result = await self._update(
+            self._key(client_id, content_id),
+            UpdateExpression=f"SET {', '.join(sets)}",
+            ConditionExpression=held.text,
+            ExpressionAttributeNames=held.names,
+            ExpressionAttributeValues=values({**held.values, **bound}),
+        )
+        return result is not None
 
     async def record_progress(
         self, client_id: str, content_id: str, owner: str, bytes_done: int, lease_seconds: int
     ) -> bool:
         """Record bytes moved and extend the lease; False if the lease was lost."""
+        return await self.renew_lease(client_id, content_id, owner, lease_seconds, bytes_done)
+
+    async def release_claim(self, client_id: str, content_id: str, owner: str) -> bool:
+        """Give back a claim whose attempt was interrupted on purpose (a graceful
+        stop): the lease is freed and the attempt is not counted."""
+        held = self._held(owner)
+        removal = _LEASE.removal()
         result = await self._update(
             self._key(client_id, content_id),
-            UpdateExpression="SET bytesDone = :done, progressAt = :at, leaseExpires = :expires",
-            ConditionExpression="leaseOwner = :owner AND #s = :processing",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues=values(
-                {
-                    ":done": bytes_done,
-                    ":at": now_iso(),
-                    ":expires": epoch() + lease_seconds,
-                    ":owner": owner,
-                    ":processing": FileStatus.PROCESSING.value,
-                }
-            ),
+            UpdateExpression=f"REMOVE {removal.text} ADD sendAttempts :minus",
+            ConditionExpression=held.text + " AND sendAttempts > :zero",
+            ExpressionAttributeNames={**held.names, **removal.names},
+            ExpressionAttributeValues=values({**held.values, ":minus": -1, ":zero": 0}),
         )
         return result is not None
 
     async def record_attempt_failure(
         self, client_id: str, content_id: str, owner: str, error: str, error_kind: str
     ) -> bool:
-        """Record why an attempt failed and release the lease for the next attempt."""
+        """Record why an attempt failed (kept in ``attempts``, the file's history)
+        and release the lease for the next attempt."""
+        held = self._held(owner)
+        removal = _LEASE.removal()
         result = await self._update(
             self._key(client_id, content_id),
-            UpdateExpression="SET lastError = :error, errorKind = :kind "
-            "REMOVE leaseOwner, leaseExpires",
-            ConditionExpression="leaseOwner = :owner AND #s = :processing",
-            ExpressionAttributeNames={"#s": "status"},
+            UpdateExpression="SET lastError = :error, errorKind = :kind, "
+            "attempts = list_append(if_not_exists(attempts, :none), :attempt) "
+            f"REMOVE {removal.text}",
+            ConditionExpression=held.text,
+            ExpressionAttributeNames={**held.names, **removal.names},
             ExpressionAttributeValues=values(
                 {
+                    **held.values,
                     ":error": error[:1000],
                     ":kind": error_kind,
-                    ":owner": owner,
-                    ":processing": FileStatus.PROCESSING.value,
+                    ":none": [],
+                    ":attempt": [{"at": now_iso(), "outcome": "failed", "error": error[:1000]}],
                 }
             ),
         )
@@ -205,31 +235,51 @@ class FileLedger:
         error: str | None = None,
         error_kind: str | None = None,
         delivered_to: str | None = None,
+        verified_by: str | None = None,
+        bytes_done: int | None = None,
     ) -> bool:
         """Move a ``processing`` file to ``success`` or ``fail`` and count it in its job,
         in one transaction (D7). False, changing nothing, if it was already settled.
 
-        With ``owner``, only the holder of the lease may settle.
+        With ``owner``, only the holder of the lease may settle. The last
+        progress report (``bytes_done``) and the attempt's record ride along,
+        so a delivery costs no separate write for them.
         """
         now = now_iso()
-        sets = ["#s = :status", "active = :false", "#ts = :now"]
+        attempt: dict[str, Any] = {"at": now, "outcome": status.value}
+        sets = [
+            "#s = :status",
+            "active = :false",
+            "#ts = :now",
+            "attempts = list_append(if_not_exists(attempts, :none), :attempt)",
+        ]
         bound: dict[str, Any] = {
             ":status": status.value,
             ":false": False,
             ":now": now,
             ":processing": FileStatus.PROCESSING.value,
             ":job": entry.job_id,
+            ":none": [],
         }
-        condition = "#s = :processing AND jobId = :job"
+        condition = Clause("#s = :processing AND jobId = :job")
         if owner is not None:
-            condition += " AND leaseOwner = :owner"
-            bound[":owner"] = owner
+            condition = condition & _LEASE.held_by(owner)
         if error is not None:
             sets += ["lastError = :error", "errorKind = :kind"]
             bound |= {":error": error[:1000], ":kind": error_kind or "unknown"}
+            attempt["error"] = error[:1000]
         if delivered_to is not None:
             sets += ["deliveredTo = :to", "deliveredAt = :now"]
             bound[":to"] = delivered_to
+        if verified_by is not None:
+            sets.append("verifiedBy = :verified")
+            bound[":verified"] = verified_by
+            attempt["verifiedBy"] = verified_by
+        if bytes_done is not None:
+            sets.append("bytesDone = :done")
+            bound[":done"] = bytes_done
+        bound[":attempt"] = [attempt]
+        removal = _LEASE.removal()
         counter = "succeeded" if status is FileStatus.SUCCESS else "failed"
         try:
             await self._db.transact_write_items(
@@ -239,10 +289,15 @@ class FileLedger:
                             "TableName": self.table,
                             "Key": self._key(entry.client_id, entry.content_id),
                             "UpdateExpression": f"SET {', '.join(sets)} "
-                            "REMOVE activeSince, leaseOwner, leaseExpires",
-                            "ConditionExpression": condition,
-                            "ExpressionAttributeNames": {"#s": "status", "#ts": "timestamp"},
-                            "ExpressionAttributeValues": values(bound),
+                            f"REMOVE activeSince, {removal.text}",
+                            "ConditionExpression": condition.text,
+                            "ExpressionAttributeNames": {
+                                "#s": "status",
+                                "#ts": "timestamp",
+                                **condition.names,
+                                **removal.names,
+                            },
+                            "ExpressionAttributeValues": values({**bound, **condition.values}),
                         }
                     },
                     {
@@ -300,3 +355,38 @@ class FileLedger:
                 ExpressionAttributeValues=values({":client": client_id}),
             )
         ]
+
+    # --- duplicates held back while this file is in flight (scanner) ----------------------
+
+    async def hold_duplicate(
+        self, client_id: str, content_id: str, job_id: str, key: str, version: str
+    ) -> bool:
+        """Note on a file still in flight that an upload of the same content
+        (``key`` at ``version``) waits for it to settle. False, changing
+        nothing, if it is no longer in flight in ``job_id``: decide the
+        duplicate now instead."""
+        result = await self._update(
+            self._key(client_id, content_id),
+            UpdateExpression="SET heldDuplicates = list_append("
+            "if_not_exists(heldDuplicates, :none), :held)",
+            ConditionExpression="active = :true AND jobId = :job",
+            ExpressionAttributeValues=values(
+                {
+                    ":none": [],
+                    ":held": [{"key": key, "version": version}],
+                    ":true": True,
+                    ":job": job_id,
+                }
+            ),
+        )
+        return result is not None
+
+    async def clear_held_duplicates(self, client_id: str, content_id: str) -> None:
+        """Forget the held duplicates of a settled file (each was released);
+        nothing happens while it is in flight again."""
+        await self._update(
+            self._key(client_id, content_id),
+            UpdateExpression="REMOVE heldDuplicates",
+            ConditionExpression="active = :false AND attribute_exists(heldDuplicates)",
+            ExpressionAttributeValues=values({":false": False}),
+        )

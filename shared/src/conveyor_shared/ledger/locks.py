@@ -1,5 +1,6 @@
-"""Leases in DynamoDB (D10): at most one holder at a time, and a crashed
-holder's lease expires on its own."""
+"""Named leases in DynamoDB (D10): at most one holder at a time, and a crashed
+holder's lease expires on its own. The rule is ``claims.Lease``'s, on the
+``owner`` and ``expiresAt`` attributes of the locks table."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from conveyor_shared.ledger.claims import Clause, Lease
 from conveyor_shared.ledger.dynamo import condition_failed, epoch, to_item, values
+
+_LEASE = Lease(owner="owner", expires="expiresAt")
 
 
 class Leases:
@@ -18,6 +22,9 @@ class Leases:
     async def acquire(self, name: str, owner: str, seconds: int) -> bool:
         """Take (or renew) lease ``name`` for ``seconds``; False if another holds it."""
         now = epoch()
+        condition = Clause("attribute_not_exists(#n)", {"#n": "name"}) | _LEASE.takeable_by(
+            owner, now
+        )
         try:
             await self._db.put_item(
                 TableName=self.table,
@@ -29,9 +36,9 @@ class Leases:
                         "ttl": now + seconds + 86400,
                     }
                 ),
-                ConditionExpression="attribute_not_exists(#n) OR expiresAt < :now OR #o = :owner",
-                ExpressionAttributeNames={"#n": "name", "#o": "owner"},
-                ExpressionAttributeValues=values({":now": now, ":owner": owner}),
+                ConditionExpression=condition.text,
+                ExpressionAttributeNames=condition.names,
+                ExpressionAttributeValues=values(condition.values),
             )
         except ClientError as exc:
             if condition_failed(exc):
@@ -41,13 +48,14 @@ class Leases:
 
     async def release(self, name: str, owner: str) -> None:
         """Give the lease back, if still ours (an expired-and-retaken one is not)."""
+        held = _LEASE.held_by(owner)
         try:
             await self._db.delete_item(
                 TableName=self.table,
                 Key=to_item({"name": name}),
-                ConditionExpression="#o = :owner",
-                ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues=values({":owner": owner}),
+                ConditionExpression=held.text,
+                ExpressionAttributeNames=held.names,
+                ExpressionAttributeValues=values(held.values),
             )
         except ClientError as exc:
             if not condition_failed(exc):

@@ -33,6 +33,23 @@ class _Item(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+class Attempt(_Item):
+    """One try at delivering a file, kept in its entry's history."""
+
+    at: str
+    #: ``failed`` for an attempt to be retried, else the status it settled with.
+    outcome: str
+    error: str | None = None
+    verified_by: str | None = None
+
+
+class HeldDuplicate(_Item):
+    """A pick-up upload of the same content, kept until this file settles."""
+
+    key: str
+    version: str
+
+
 class FileEntry(_Item):
     """One file of one client, keyed by its content identity."""
 
@@ -63,6 +80,13 @@ class FileEntry(_Item):
     delivered_at: str | None = None
     bytes_done: int | None = None
     progress_at: str | None = None
+    #: How the delivered copy was checked: ``md5:destination``, ``sha256:stream``, ``size``.
+    verified_by: str | None = None
+    #: Every attempt, oldest first, across resends too.
+    attempts: list[Attempt] | None = None
+    #: Uploads of the same content that arrived while this one was in flight;
+    #: the scanner decides each once this one settles.
+    held_duplicates: list[HeldDuplicate] | None = None
 
     @property
     def settled(self) -> bool:

@@ -4,19 +4,26 @@
 * each message is handled in its own task, at most ``concurrency`` at once;
 * while a handler runs, the message's visibility is extended in the
   background, so a 2 GB transfer is not handed to a second worker;
+  if that extension fails for good (the receipt is no longer valid, or the
+  message would become visible before the next try), the handler is
+  cancelled: someone else may hold the message now;
 * success deletes the message; failure leaves it for SQS to redeliver after a
   back-off, and the queue's redrive policy moves it to the dead-letter queue
   after ``maxReceiveCount`` receives;
 * a malformed body is logged and left to reach the dead-letter queue quickly;
-  it never crashes the worker.
+  it never crashes the worker;
+* on stop, nothing more is received; handlers in flight get ``drain_seconds``
+  to finish, then are cancelled (a handler releases what it holds) and their
+  messages are made visible at once for another replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -34,6 +41,23 @@ class ReceivedMessage:
     body: str
     #: How many times SQS has handed this message out, this time included.
     receive_count: int
+    #: When SQS first had it (epoch seconds): the earlier of its sent and
+    #: first-receive times. SQS counts its 12-hour visibility limit from there.
+    first_seen: float = field(default_factory=time.time)
+
+
+#: SQS refuses a visibility timeout that ends more than 12 hours after the receive.
+MAX_VISIBILITY_SECONDS = 12 * 3600
+_VISIBILITY_LOST = {"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"}
+
+
+def _first_seen(attributes: dict[str, str]) -> float:
+    stamps = [
+        int(attributes[name]) / 1000
+        for name in ("SentTimestamp", "ApproximateFirstReceiveTimestamp")
+        if attributes.get(name, "").isdigit()
+    ]
+    return min(stamps, default=time.time())
 
 
 class RetryLater(Exception):
@@ -59,6 +83,7 @@ class QueueConsumer:
         visibility_timeout: int = 60,
         wait_seconds: int = 20,
         retry_delays: Sequence[int] = (2, 10, 30),
+        drain_seconds: float = 30.0,
     ) -> None:
         self._sqs = sqs
         self._url = queue_url
@@ -68,6 +93,7 @@ class QueueConsumer:
         self._visibility = visibility_timeout
         self._wait = wait_seconds
         self._retry_delays = tuple(retry_delays)
+        self._drain = drain_seconds
         self._in_flight: set[asyncio.Task[None]] = set()
         self._log = log.bind(queue=queue_url.rsplit("/", 1)[-1])
 
@@ -78,9 +104,17 @@ class QueueConsumer:
         try:
             await asyncio.gather(*(self._poll(slots, stop) for _ in range(self._receivers)))
         finally:
-            if self._in_flight:
-                await asyncio.gather(*self._in_flight, return_exceptions=True)
+            await self._drain_in_flight()
             self._log.info("consumer.stopped")
+
+    async def _drain_in_flight(self) -> None:
+        if not self._in_flight:
+            return
+        self._log.info("consumer.draining", in_flight=len(self._in_flight), bound=self._drain)
+        _, unfinished = await asyncio.wait(set(self._in_flight), timeout=self._drain)
+        for task in unfinished:
+            task.cancel("stopping: the drain bound ran out")
+        await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def _poll(self, slots: asyncio.Semaphore, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -101,7 +135,11 @@ class QueueConsumer:
                 MaxNumberOfMessages=count,
                 WaitTimeSeconds=self._wait,
                 VisibilityTimeout=self._visibility,
-                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                MessageSystemAttributeNames=[
+                    "ApproximateReceiveCount",
+                    "SentTimestamp",
+                    "ApproximateFirstReceiveTimestamp",
+                ],
             )
         )
         stopped = asyncio.ensure_future(stop.wait())
@@ -126,6 +164,7 @@ class QueueConsumer:
                 receipt_handle=m["ReceiptHandle"],
                 body=m["Body"],
                 receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+                first_seen=_first_seen(m.get("Attributes", {})),
             )
             for m in response.get("Messages", [])
         ]
@@ -135,17 +174,29 @@ class QueueConsumer:
         structlog.contextvars.bind_contextvars(
             message_id=message.message_id, receive_count=message.receive_count
         )
+        lost = asyncio.Event()
         try:
-            async with self._keep_invisible(message):
+            async with self._keep_invisible(message, lost):
                 await self._handler(message)
+        except asyncio.CancelledError:
+            if not lost.is_set():
+                # A stop: let another replica have the message at once.
+                self._log.warning("message.released", reason="service stopping")
+                await self._set_visibility(message, 0)
+                raise
+            self._log.error(
+                "message.abandoned", reason="its visibility could not be extended any more"
+            )
         except MalformedMessage as exc:
             # Visible again at once: its receive count climbs to the redrive
             # limit within seconds and an operator finds it in the DLQ.
             self._log.error("message.malformed", reason=str(exc), body=message.body[:500])
             await self._set_visibility(message, 0)
         except RetryLater as exc:
-            self._log.info("message.retry_later", reason=str(exc), delay=exc.delay)
-            await self._set_visibility(message, exc.delay)
+            delay = self._within_limit(message, exc.delay)
+            self._log.info("message.retry_later", reason=str(exc), delay=delay)
+            if not await self._set_visibility(message, delay):
+                self._log.error("message.retry_later_refused", delay=delay, reason=str(exc))
         except Exception as exc:
             delay = self._retry_delays[min(message.receive_count, len(self._retry_delays)) - 1]
             self._log.error(
@@ -155,12 +206,32 @@ class QueueConsumer:
         else:
             await self._delete(message)
 
+    @staticmethod
+    def _within_limit(message: ReceivedMessage, delay: int) -> int:
+        """``delay``, cut so the visibility ends within SQS's 12-hour limit."""
+        elapsed = time.time() - message.first_seen
+        return max(0, min(delay, int(MAX_VISIBILITY_SECONDS - elapsed) - 60))
+
     @contextlib.asynccontextmanager
-    async def _keep_invisible(self, message: ReceivedMessage) -> AsyncIterator[None]:
+    async def _keep_invisible(
+        self, message: ReceivedMessage, lost: asyncio.Event
+    ) -> AsyncIterator[None]:
+        handler = asyncio.current_task()
+        assert handler is not None
+
         async def extend() -> None:
+            confirmed_until = time.monotonic() + self._visibility
+            interval = max(1.0, self._visibility / 3)
             while True:
-                await asyncio.sleep(max(1.0, self._visibility / 3))
-                await self._set_visibility(message, self._visibility)
+                await asyncio.sleep(interval)
+                error = await self._extend(message)
+                if error is None:
+                    confirmed_until = time.monotonic() + self._visibility
+                    continue
+                if error in _VISIBILITY_LOST or time.monotonic() + interval >= confirmed_until:
+                    lost.set()
+                    handler.cancel("the message's visibility was lost")
+                    return
 
         heartbeat = asyncio.create_task(extend())
         try:
@@ -170,13 +241,32 @@ class QueueConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    async def _set_visibility(self, message: ReceivedMessage, seconds: int) -> None:
+    async def _extend(self, message: ReceivedMessage) -> str | None:
+        """Extend the visibility; the error code when it failed, else None."""
+        try:
+            await self._sqs.change_message_visibility(
+                QueueUrl=self._url,
+                ReceiptHandle=message.receipt_handle,
+                VisibilityTimeout=self._visibility,
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+            self._log.warning("message.visibility_failed", error=str(exc), code=code)
+            return code
+        except BotoCoreError as exc:
+            self._log.warning("message.visibility_failed", error=str(exc))
+            return type(exc).__name__
+        return None
+
+    async def _set_visibility(self, message: ReceivedMessage, seconds: int) -> bool:
         try:
             await self._sqs.change_message_visibility(
                 QueueUrl=self._url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
             )
         except (BotoCoreError, ClientError) as exc:
-            self._log.warning("message.visibility_failed", error=str(exc))
+            self._log.warning("message.visibility_failed", error=str(exc), seconds=seconds)
+            return False
+        return True
 
     async def _delete(self, message: ReceivedMessage) -> None:
         try:

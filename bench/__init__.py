@@ -1,4 +1,4 @@
-"""Conveyor against ``rclone copy`` and the physical limit, on the same endpoints (issue 4).
+"""Conveyor against ``rclone copy`` and the physical limit, on the same endpoints.
 
 ``uv run python -m bench`` starts its own stand-ins (moto, OpenSSH's sshd, the
 GCS emulator) on free 127.0.0.1 ports, deploys ``deploy/conveyor.yaml`` into

@@ -1,5 +1,5 @@
 """From measurements to the report: medians over rounds, Conveyor/rclone ratios,
-and each target of issue 4 with its verdict."""
+and each performance target with its verdict."""
 
 from __future__ import annotations
 

@@ -178,19 +178,24 @@ class TcpProxy:
     bytes through it)."""
 
     def __init__(
-        self, upstream: int, *, bytes_per_second: int | None = None, cut_after: int | None = None
+        self,
+        upstream: int,
+        *,
+        bytes_per_second: int | None = None,
+        cut_after: int | None = None,
+        port: int = 0,
     ) -> None:
         self.upstream = upstream
         self.rate = bytes_per_second
         self.cut_after = cut_after
         self.connections = 0
         self.cut = False
-        self.port = 0
+        self.port = port
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

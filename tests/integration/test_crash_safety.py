@@ -1,4 +1,4 @@
-"""Crash safety and three strikes (issue 4: D7, A3), with the transfer
+"""Crash safety and three strikes (D7, A3), with the transfer
 service as a real process:
 
 * ``kill -9`` of a worker in the middle of a transfer: the message comes

@@ -1,4 +1,4 @@
-"""transfer-gcs against the real path (issue 4: D6, D7): a file put into a
+"""transfer-gcs against the real path (D6, D7): a file put into a
 pick-up in moto reaches gcp-storage-emulator through the scanner and the GCS
 transfer service, both real processes, and the ledger says how it went.
 

@@ -68,7 +68,10 @@ class Lease:
         )
 
     def held_by(self, owner: str) -> Clause:
-        return Clause("#leaseOwner = :leaseOwner", self._names, {":leaseOwner": owner})
+        # DynamoDB refuses names an expression does not use: bind only the owner's.
+        return Clause(
+            "#leaseOwner = :leaseOwner", {"#leaseOwner": self.owner}, {":leaseOwner": owner}
+        )
 
     def assign(self, owner: str, seconds: int) -> Clause:
         """The ``SET`` assignments that make ``owner`` the holder for ``seconds``."""

@@ -9,8 +9,10 @@ through their states by the ledger's own methods.
 
 from __future__ import annotations
 
+import csv
 import email
 import email.policy
+import io
 import json
 import secrets
 import time
@@ -34,7 +36,7 @@ from conveyor_notifier.records import ClaimState, NotificationRecords
 from conveyor_notifier.settings import NotifierSettings
 from conveyor_shared.delivery.jobs import JobCompletion
 from conveyor_shared.delivery.worker import fail_file
-from conveyor_shared.ledger.dynamo import now_iso
+from conveyor_shared.ledger.dynamo import now_iso, to_item
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
 from conveyor_shared.ledger.models import FileEntry, FileStatus, Job, JobStatus
@@ -73,8 +75,11 @@ class Ledger:
             files, jobs, publisher, JobCompletion(files, jobs, publisher), stack.pickup_bucket
         )
 
-    async def new_job(self, client_id: str, count: int) -> tuple[Job, list[FileEntry]]:
-        """A running job of ``count`` recorded files, as the scanner leaves it."""
+    async def new_job(
+        self, client_id: str, count: int, unrecorded: int = 0
+    ) -> tuple[Job, list[FileEntry]]:
+        """A running job of ``count`` recorded files, as the scanner leaves it;
+        the last ``unrecorded`` are returned but not written (yet)."""
         job = Job(
             job_id=f"{client_id}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}",
             client_id=client_id,
@@ -84,7 +89,7 @@ class Ledger:
         )
         assert await self.jobs.create(job)
         entries = [self._entry(job, i) for i in range(count)]
-        for entry in entries:
+        for entry in entries[: count - unrecorded]:
             assert await self.files.record_new(entry)
         started = await self.jobs.start(job.job_id, count)
         assert started is not None
@@ -356,6 +361,183 @@ async def test_fifty_file_job_gets_one_start_and_one_finish_mail_across_a_restar
     ]
     assert {e["notice"] for e in skipped} >= {f"{job.job_id}#job.started"}
     assert not await dlq_has_messages(aws, stack)
+
+
+async def test_start_mail_lists_files_the_index_shows_only_after_the_event(
+    stack: Stack, aws: dict[str, Any], smtp: servers.SmtpServer, tmp_path: Path
+) -> None:
+    """The ``byJob`` index may lag the event: the start mail waits for every file."""
+    routes = write_routes(
+        tmp_path / "routes.yaml", [route(stack, "H3011", ["c@client.example"])], mail_from=MAIL_FROM
+    )
+    ledger = Ledger.of(stack, aws)
+    job, entries = await ledger.new_job("H3011", 8, unrecorded=3)
+    records = NotificationRecords(aws["dynamodb"], f"{stack.name}-notifications", 900)
+    notifier = service_process(
+        "conveyor_notifier", tmp_path / "notifier.log", process_env(stack, routes, smtp.port)
+    )
+    try:
+        await ledger.announce(job)
+
+        async def start_claimed() -> bool:
+            return await records.get(f"{job.job_id}#job.started") is not None
+
+        await eventually(start_claimed, timeout=30, what="the start notification claimed")
+        for entry in entries[5:]:  # the index catches up
+            assert await ledger.files.record_new(entry)
+
+        async def start_mailed() -> list[EmailMessage]:
+            return received(smtp, X_Conveyor_Job=job.job_id, X_Conveyor_Kind="job.started")
+
+        [start] = await eventually(start_mailed, timeout=60, what="the start mail")
+    finally:
+        notifier.stop()
+    assert start["Subject"] == f"Conveyor H3011 | {job.job_id} | started: 8 files"
+    assert listed_files(text_of(start)) == {
+        f"claims-{i:02d}.csv": ("processing", 0) for i in range(8)
+    }
+
+
+async def test_finish_event_before_its_start_event_mails_start_then_finish(
+    stack: Stack,
+    aws: dict[str, Any],
+    smtp: servers.SmtpServer,
+    services: InProcessServices,
+    tmp_path: Path,
+) -> None:
+    routes = write_routes(
+        tmp_path / "routes.yaml", [route(stack, "H3021", ["c@client.example"])], mail_from=MAIL_FROM
+    )
+    ledger = Ledger.of(stack, aws)
+    job, entries = await ledger.new_job("H3021", 2)
+    services.start(run, settings(stack, routes, **smtp_settings(smtp)))
+    for entry in entries:
+        await ledger.transfer(entry)  # the last one publishes job.finished
+
+    async def finish_mailed() -> list[EmailMessage]:
+        return received(smtp, X_Conveyor_Job=job.job_id, X_Conveyor_Kind="job.finished")
+
+    await eventually(finish_mailed, timeout=30, what="the finish mail")
+    await ledger.announce(job)  # job.started arrives last
+
+    async def drained() -> bool:
+        return await idle(aws["sqs"], stack.outputs["NotifierQueueUrl"])
+
+    await eventually(drained, timeout=30, what="the late job.started handled")
+    mails = received(smtp, X_Conveyor_Job=job.job_id)
+    assert [m["X-Conveyor-Kind"] for m in mails] == ["job.started", "job.finished"]
+    assert str(mails[0]["Subject"]) == f"Conveyor H3021 | {job.job_id} | started: 2 files"
+    assert not await dlq_has_messages(aws, stack)
+
+
+async def write_finished_job(ledger: Ledger, aws: dict[str, Any], count: int) -> Job:
+    """A finished job of ``count`` settled files, written in batches (a scanner
+    and transfers would take minutes on moto): every 100th failed."""
+    now = now_iso()
+    job = Job(
+        job_id=f"H3031-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}",
+        client_id="H3031",
+        route_name="Client H3031",
+        status=JobStatus.FINISHED,
+        started_at=now,
+        finished_at=now,
+        total=count,
+        succeeded=count - count // 100,
+        failed=count // 100,
+    )
+    assert await ledger.jobs.create(job)
+    entries = []
+    for i in range(count):
+        entry = ledger._entry(job, i)
+        failed = i % 100 == 99
+        entries.append(
+            entry.model_copy(
+                update={
+                    "status": FileStatus.FAIL if failed else FileStatus.SUCCESS,
+                    "active": False,
+                    "active_since": None,
+                    "send_attempts": 3 if failed else 1,
+                    "last_error": "GCS answered 403" if failed else None,
+                    "delivered_to": None if failed else f"gs://h3031-in/{entry.file_name}",
+                    "delivered_at": None if failed else now,
+                    "verified_by": None if failed else "md5:destination",
+                }
+            )
+        )
+    for start in range(0, count, 25):
+        batch = entries[start : start + 25]
+        requests = [{"PutRequest": {"Item": to_item(e.to_attributes())}} for e in batch]
+        response = await aws["dynamodb"].batch_write_item(
+            RequestItems={ledger.files.table: requests}
+        )
+        assert not response.get("UnprocessedItems")
+    return job
+
+
+def attached_csv(mail: EmailMessage) -> list[dict[str, str]]:
+    [part] = [p for p in mail.iter_attachments() if p.get_content_type() == "text/csv"]
+    content = part.get_content()
+    text = content.decode() if isinstance(content, bytes) else str(content)
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+async def test_a_job_of_many_files_gets_a_bounded_mail_with_every_file_as_csv(
+    stack: Stack,
+    aws: dict[str, Any],
+    smtp: servers.SmtpServer,
+    services: InProcessServices,
+    tmp_path: Path,
+) -> None:
+    # 10,000 files pass too (about 40 s on moto, most of it reading the index twice).
+    count = 2000
+    routes = write_routes(
+        tmp_path / "routes.yaml", [route(stack, "H3031", ["c@client.example"])], mail_from=MAIL_FROM
+    )
+    ledger = Ledger.of(stack, aws)
+    job = await write_finished_job(ledger, aws, count)
+    services.start(run, settings(stack, routes, mail_list_limit=200, **smtp_settings(smtp)))
+    await ledger.publisher.publish(
+        JobFinished(
+            job_id=job.job_id,
+            client_id=job.client_id,
+            route_name=job.route_name,
+            succeeded=job.succeeded,
+            failed=job.failed,
+        )
+    )
+
+    async def both_mailed() -> list[EmailMessage] | None:
+        mails = received(smtp, X_Conveyor_Job=job.job_id)
+        return mails if len(mails) == 2 else None
+
+    start, finish = await eventually(both_mailed, timeout=60, what="the start and finish mails")
+    assert start["X-Conveyor-Kind"] == "job.started"
+    for mail in (start, finish):
+        assert len(text_of(mail)) < 20_000
+        assert len(html_of(mail)) < 40_000
+    text = text_of(finish)
+    assert f"Files:     {count} ({job.succeeded} delivered, {job.failed} failed)" in text
+    assert f"  success     {job.succeeded:>8}" in text
+    assert f"  fail        {job.failed:>8}" in text
+    assert "claims-99.csv (3 attempts): GCS answered 403" in text
+    assert "claims-00.csv" not in text  # the delivered ones are in the CSV only
+
+    rows = attached_csv(finish)
+    assert len(rows) == count
+    by_name = {row["file"]: row for row in rows}
+    assert set(by_name) == {f"claims-{i:02d}.csv" for i in range(count)}
+    assert by_name["claims-99.csv"] == {
+        "file": "claims-99.csv",
+        "size_bytes": "100000",
+        "status": "fail",
+        "attempts": "3",
+        "verified_by": "",
+        "delivered_to": "",
+        "error": "GCS answered 403",
+    }
+    assert by_name["claims-00.csv"]["verified_by"] == "md5:destination"
+    assert by_name["claims-00.csv"]["delivered_to"] == "gs://h3031-in/claims-00.csv"
+    assert len(attached_csv(start)) == count
 
 
 async def test_no_mail_for_routes_with_notifications_off_or_removed(

@@ -4,13 +4,16 @@ small pure pieces around them (sizes, Retry-After, settings, the batch window)."
 from __future__ import annotations
 
 import asyncio
+import csv
 import email
 import email.policy
+import io
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 
 import pytest
+from aiosmtplib.email import flatten_message
 from pydantic import ValidationError
 
 from conveyor_notifier.mail import build_message, message_id
@@ -100,6 +103,75 @@ def test_finished_mail_summarises_counts_and_gives_each_failure_reason() -> None
     assert "SFTP server refused the login" in mail.html
 
 
+def test_finished_mail_shows_how_each_file_was_verified() -> None:
+    files = [
+        FileLine("a.csv", 10, "success", 1, verified_by="md5:destination"),
+        FileLine("b.csv", 20, "success", 1, verified_by="size"),
+        FileLine("c.csv", 30, "success", 2),
+    ]
+    mail = render_job_mail(report("finished", files, succeeded=3, failed=0))
+
+    rows = [line.split() for line in mail.text.splitlines() if ".csv  " in line]
+    assert rows == [
+        ["a.csv", "10", "B", "success", "1", "md5:destination"],
+        ["b.csv", "20", "B", "success", "1", "size"],
+        ["c.csv", "30", "B", "success", "2", "-"],
+    ]
+    assert "Verified" in mail.text
+    assert ">Verified</th>" in mail.html
+    assert ">md5:destination</td>" in mail.html
+    plain = render_job_mail(report("finished", FINISHED_FILES, succeeded=2, failed=1))
+    assert "Verified" not in plain.text  # nothing recorded: no empty column
+
+
+def test_job_of_many_files_gets_a_summary_and_the_full_list_as_csv() -> None:
+    files = [FileLine(f"f{i:03d}.csv", i, "success", 1, verified_by="size") for i in range(230)]
+    files += [FileLine(f"x{i:03d}.csv", i, "fail", 3, f"refused {i}") for i in range(220)]
+    big = report("finished", files, succeeded=230, failed=220)
+    assert big.list_limit == 200
+
+    mail = render_job_mail(big)
+
+    assert "450 files are too many to list here" in mail.text
+    assert f"the attached {JOB}-files.csv" in mail.text
+    assert "  fail             220\n  success          230\n" in mail.text
+    listed = [line for line in mail.text.splitlines() if line.startswith("  - x")]
+    assert len(listed) == 200  # failures are listed, up to the limit
+    assert "  ... and 20 more failed files, in the attached" in mail.text
+    assert "f000.csv" not in mail.text
+    assert "f000.csv" not in mail.html
+    assert len(mail.text) < 20_000
+    assert len(mail.html) < 40_000
+    [attachment] = mail.attachments
+    assert attachment.filename == f"{JOB}-files.csv"
+    rows = list(csv.reader(io.StringIO(attachment.content.decode())))
+    assert rows[0] == [
+        "file", "size_bytes", "status", "attempts", "verified_by", "delivered_to", "error"
+    ]  # fmt: skip
+    assert len(rows) == 451
+    assert rows[1] == ["x000.csv", "0", "fail", "3", "", "", "refused 0"]
+    assert ["f229.csv", "229", "success", "1", "size", "", ""] in rows
+
+    built = build_message(mail, sender="c@d.example", recipients=["a@b.example"], notice="n")
+    parsed = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed.get_content_type() == "multipart/mixed"
+    text = parsed.get_body(("plain",))
+    assert text is not None
+    assert "450 files are too many" in text.get_content()
+    [part] = parsed.iter_attachments()
+    assert part.get_content_type() == "text/csv"
+    assert part.get_filename() == f"{JOB}-files.csv"
+    assert part.get_content().replace("\r\n", "\n").count("\n") == 451
+
+
+def test_a_job_at_the_limit_is_listed_in_full_without_an_attachment() -> None:
+    files = [FileLine(f"f{i:03d}.csv", i, "processing", 0) for i in range(200)]
+    mail = render_job_mail(report("started", files))
+    assert len(table(mail.text)) == 200
+    assert mail.attachments == ()
+
+
 def test_finished_subject_when_everything_was_delivered() -> None:
     files = FINISHED_FILES[:2]
     mail = render_job_mail(report("finished", files, succeeded=2, failed=0))
@@ -156,17 +228,62 @@ def test_message_is_multipart_alternative_with_a_stable_message_id() -> None:
     assert "<table" in html.get_content()
 
 
-def test_a_long_subject_is_not_folded_onto_a_continuation_line() -> None:
-    subject = f"Conveyor H3201 | {JOB} | finished: 3 delivered, and a few more words"
+def subject_lines(raw: bytes) -> list[bytes]:
+    """The raw ``Subject`` header: its first line and its continuation lines."""
+    lines = raw.split(b"\r\n\r\n")[0].split(b"\r\n")
+    first = next(i for i, line in enumerate(lines) if line.startswith(b"Subject:"))
+    rest = lines[first + 1 :]
+    more = next((i for i, line in enumerate(rest) if not line.startswith(b" ")), len(rest))
+    return [lines[first], *rest[:more]]
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        # 71 to 77 characters: what the email package alone moves whole onto a
+        # continuation line, leaving "Subject:" empty.
+        "Conveyor ops | dead letters | conveyor-test-abcdef-notifier-dlq | 2 waiting",
+        f"Conveyor H1234 | {JOB} | finished: 10000 delivered",
+        f"Conveyor H1234 | {JOB} | finished with failures: 9998 delivered, 2 failed",
+        f"Conveyor ops | H1234 | {JOB} | 12 files failed, and a few more words to fold",
+    ],
+)
+def test_long_subject_folds_after_its_first_words_in_the_raw_message(subject: str) -> None:
     built = build_message(
         RenderedMail(subject, "text", "<p>html</p>"),
         sender="c@delivery.example",
         recipients=["a@client.example"],
         notice="n",
     )
-    assert f"Subject: {subject}\r\n".encode() in built.as_bytes()
-    parsed = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)
-    assert parsed["Subject"] == subject
+    assert len(subject) > 78 - len("Subject: ")
+    # SES sends as_bytes(); aiosmtplib flattens the message with its own policy.
+    for raw in (built.as_bytes(), flatten_message(built)):
+        lines = subject_lines(raw)
+        assert lines[0].startswith(b"Subject: Conveyor ")
+        assert len(lines) >= 2
+        assert all(len(line) <= 78 for line in lines)
+        assert b"".join(lines) == f"Subject: {subject}".encode()  # RFC 5322 unfolding
+        for policy in (email.policy.default, email.policy.SMTP):
+            assert email.message_from_bytes(raw, policy=policy)["Subject"] == subject
+
+
+def test_short_and_non_ascii_subjects() -> None:
+    short = build_message(
+        RenderedMail("Conveyor H1 | job | started: 1 file", "t", "<p>h</p>"),
+        sender="c@d.example",
+        recipients=["a@client.example"],
+        notice="n",
+    )
+    assert subject_lines(short.as_bytes()) == [b"Subject: Conveyor H1 | job | started: 1 file"]
+    subject = f"Conveyor H1234 | {JOB} | started: 3 files for Zürich Gesundheit"
+    encoded = build_message(
+        RenderedMail(subject, "t", "<p>h</p>"),
+        sender="c@d.example",
+        recipients=["a@client.example"],
+        notice="n",
+    ).as_bytes()
+    assert all(len(line) <= 78 for line in subject_lines(encoded))
+    assert email.message_from_bytes(encoded, policy=email.policy.default)["Subject"] == subject
 
 
 def test_message_id_keeps_only_safe_characters() -> None:

@@ -94,6 +94,7 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
                 mailer=mailer,
                 mail_from=mail_from,
                 index_retry=INDEX_RETRY,
+                list_limit=settings.mail_list_limit,
             ),
             ops,
             CareTeamSlack(

@@ -17,10 +17,35 @@ from conveyor_notifier.transports import MailTransport
 log = structlog.get_logger("conveyor.notifier")
 
 _NOT_ATEXT = re.compile(r"[^A-Za-z0-9.#+_=-]")
-#: CRLF line ends, and header lines up to RFC 5322's limit: folding a subject
-#: at 78 characters puts all of it on a continuation line, which some readers
-#: (Python's own parser among them) show with a leading space.
-_POLICY = email.policy.SMTP.clone(max_line_length=998)
+#: CRLF line ends and 78-character lines (RFC 5322): the policy aiosmtplib
+#: flattens with too, so SES and SMTP send the same bytes.
+_POLICY = email.policy.SMTP
+
+
+def fold_header(name: str, value: str, width: int = 78) -> str:
+    """``value`` folded at spaces into lines of at most ``width`` with the
+    header's name, the first words on the header's own line.
+
+    The email package's folder moves a value that fits on a line by itself
+    (71 to 77 characters for a subject) whole onto a continuation line, leaving
+    ``Subject:`` empty; readers that unfold it keep a leading space. A word
+    longer than a line stays whole (the policy then refolds that line).
+    """
+    words = value.split(" ")
+    lines = [f"{name}: {words[0]}"]
+    for word in words[1:]:
+        if word and len(lines[-1]) + 1 + len(word) > width:
+            lines.append(f" {word}")
+        else:
+            lines[-1] += f" {word}"
+    return "\r\n".join(lines)[len(name) + 2 :]
+
+
+def _set_subject(message: EmailMessage, subject: str) -> None:
+    if subject.isascii() and subject.isprintable():
+        message.set_raw("Subject", fold_header("Subject", subject))
+    else:  # needs RFC 2047 encoded words, which the policy folds itself
+        message["Subject"] = subject
 
 
 def message_id(notice: str, sender: str) -> str:
@@ -38,9 +63,10 @@ def build_message(
     notice: str,
     headers: Mapping[str, str] | None = None,
 ) -> EmailMessage:
-    """A ``multipart/alternative`` message: the plain text first, the HTML second."""
+    """A ``multipart/alternative`` message, the plain text first, the HTML
+    second; with attachments, that inside a ``multipart/mixed``."""
     message = EmailMessage(policy=_POLICY)
-    message["Subject"] = mail.subject
+    _set_subject(message, mail.subject)
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(usegmt=True)
@@ -51,6 +77,14 @@ def build_message(
         message[name] = value
     message.set_content(mail.text)
     message.add_alternative(mail.html, subtype="html")
+    for attachment in mail.attachments:
+        message.add_attachment(
+            attachment.content,
+            maintype=attachment.maintype,
+            subtype=attachment.subtype,
+            filename=attachment.filename,
+            params={"charset": "utf-8"} if attachment.maintype == "text" else {},
+        )
     return message
 
 

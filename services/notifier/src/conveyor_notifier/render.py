@@ -8,6 +8,9 @@ outcome, e.g. ``Conveyor H1234 | H1234-20261121T101500Z-3f9a1c | started: 50 fil
 
 from __future__ import annotations
 
+import csv
+import io
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -67,10 +70,19 @@ _env.filters |= {
 
 
 @dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    maintype: str = "text"
+    subtype: str = "csv"
+
+
+@dataclass(frozen=True)
 class RenderedMail:
     subject: str
     text: str
     html: str
+    attachments: Sequence[Attachment] = ()
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,9 @@ class FileLine:
     attempts: int
     #: Why it failed (failed files only).
     error: str | None = None
+    #: How the delivered copy was checked (``md5:destination``, ``size``, ...).
+    verified_by: str | None = None
+    delivered_to: str | None = None
 
     @classmethod
     def of(cls, entry: FileEntry) -> FileLine:
@@ -91,6 +106,8 @@ class FileLine:
             status=entry.status.value,
             attempts=entry.send_attempts,
             error=(entry.last_error or "no reason recorded") if failed else None,
+            verified_by=entry.verified_by,
+            delivered_to=entry.delivered_to,
         )
 
 
@@ -106,10 +123,17 @@ class JobReport:
     succeeded: int = 0
     failed: int = 0
     files: Sequence[FileLine] = field(default_factory=tuple)
+    #: Above this many files the body is a summary and the full list an attached
+    #: CSV, so a job of ten thousand files still gets a mail of a few kilobytes.
+    list_limit: int = 200
+
+    @property
+    def summarised(self) -> bool:
+        return len(self.files) > self.list_limit
 
     @property
     def failures(self) -> list[FileLine]:
-        return [f for f in self.files if f.status == FileStatus.FAIL.value]
+        return [f for f in self.ordered_files if f.status == FileStatus.FAIL.value]
 
     @property
     def ordered_files(self) -> list[FileLine]:
@@ -117,8 +141,23 @@ class JobReport:
         return sorted(self.files, key=lambda f: (f.status != FileStatus.FAIL.value, f.name))
 
     @property
+    def status_counts(self) -> list[tuple[str, int]]:
+        """``(status, files)`` in the order a reader cares: failures first."""
+        counts = Counter(f.status for f in self.files)
+        order = [FileStatus.FAIL.value, FileStatus.PROCESSING.value, FileStatus.SUCCESS.value]
+        return sorted(counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 3)
+
+    @property
+    def shows_verification(self) -> bool:
+        return any(f.verified_by for f in self.files)
+
+    @property
     def name_width(self) -> int:
         return max([len("File"), *(len(f.name) for f in self.files)])
+
+    @property
+    def csv_name(self) -> str:
+        return f"{self.job_id}-files.csv"
 
 
 def job_outcome(report: JobReport) -> str:
@@ -141,8 +180,27 @@ def _mail(template: str, subject: str, **context: object) -> RenderedMail:
     )
 
 
+#: The attached list's columns; empty cells where the ledger has nothing.
+CSV_COLUMNS = ("file", "size_bytes", "status", "attempts", "verified_by", "delivered_to", "error")
+
+
+def files_csv(files: Sequence[FileLine]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for f in files:
+        writer.writerow(
+            [f.name, f.size, f.status, f.attempts, f.verified_by, f.delivered_to, f.error]
+        )
+    return out.getvalue().encode()
+
+
 def render_job_mail(report: JobReport) -> RenderedMail:
-    return _mail(f"job_{report.kind}", job_subject(report), report=report)
+    mail = _mail(f"job_{report.kind}", job_subject(report), report=report)
+    if not report.summarised:
+        return mail
+    attachment = Attachment(report.csv_name, files_csv(report.ordered_files))
+    return RenderedMail(mail.subject, mail.text, mail.html, (attachment,))
 
 
 def render_failure_alert(

@@ -43,6 +43,10 @@ class NotifierSettings(ConveyorSettings):
     smtp_ca_file: Path | None = None
     smtp_timeout: float = Field(default=30.0, gt=0)
 
+    #: A job mail lists up to this many files (and failures); a larger job's mail
+    #: gives the counts by status and attaches the full list as CSV.
+    mail_list_limit: int = Field(default=200, ge=1, le=5000)
+
     # --- retries and the idempotency record ------------------------------------------------
     #: A send is retried within one message for at most this long (back-off with
     #: jitter), then the message goes back to SQS for its next receive.

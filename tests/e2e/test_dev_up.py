@@ -1,6 +1,9 @@
 """The README's first command: `conveyor dev up` runs the whole product on the
-embedded local stack, `conveyor dev env` describes it while it runs, and
-Ctrl-C stops everything it started."""
+embedded local stack, `conveyor dev env` describes it while it runs, a crashed
+service is restarted, and Ctrl-C stops everything it started.
+
+One `dev up` serves the whole module (starting one takes 15-30 s); the test
+that stops it comes last."""
 
 from __future__ import annotations
 
@@ -9,14 +12,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
+import pytest
 
 from tests.support import json_lines
 
 CONVEYOR = [sys.executable, "-m", "conveyor_cli.main"]
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STORAGE_"))}
 
 
 def alive(pid: int) -> bool:
@@ -29,102 +37,173 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
-    lines: list[str] = []
+def until(check: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"{needle!r} not printed within {timeout}s:\n{''.join(lines)}")
+        if result := check():
+            return result
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def test_dev_up_delivers_samples_everywhere_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    state = tmp_path / "dev"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STORAGE_"))}
-    proc = subprocess.Popen(
-        [*CONVEYOR, "dev", "up", "--state-dir", str(state), "--scan-every", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    try:
-        output = "".join(wait_for_line(proc, "press Ctrl-C", timeout=180))
-        assert "6 of 6 file(s) delivered; 6 e-mail(s) in the local mailbox." in output
-        for destination in (
-            "gs://h1001-inbound/monthly/claims_2026-11.csv",
-            "/inbound/H1002/roster_2026-11-21.csv",
-            "s3://h1003-deliveries/incoming/lab_results_2026-11.csv",
-        ):
-            assert destination in output
+class DevUp:
+    """A running `conveyor dev up`, its output collected line by line as it comes
+    (by a thread, so that waiting for a line that never comes times out)."""
 
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.proc = subprocess.Popen(
+            [*CONVEYOR, "dev", "up", "--state-dir", str(state), "--scan-every", "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=ENV,
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, needle: str, timeout: float) -> str:
+        """The output up to and including the first line containing ``needle``."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for i, line in enumerate(self.lines):
+                    if needle in line:
+                        return "".join(self.lines[: i + 1])
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    output = "".join(self.lines)
+                    raise AssertionError(f"{needle!r} not printed within {timeout}s:\n{output}")
+                self._changed.wait(min(left, 1.0))
+
+    def processes(self) -> dict[str, int]:
+        return dict(json.loads((self.state / "env.json").read_text())["processes"])
+
+    def exports(self) -> dict[str, str]:
         exported = subprocess.run(
-            [*CONVEYOR, "dev", "env", "--state-dir", str(state)],
+            [*CONVEYOR, "dev", "env", "--state-dir", str(self.state)],
             capture_output=True,
             text=True,
             check=True,
-            env=env,
+            env=ENV,
         ).stdout
-        exports = dict(line.removeprefix("export ").split("=", 1) for line in exported.splitlines())
-        exports = {k: v.strip("'") for k, v in exports.items()}
-        s3 = boto3.client(
+        pairs = (line.removeprefix("export ").split("=", 1) for line in exported.splitlines())
+        return {k: v.strip("'") for k, v in pairs}
+
+    def s3(self) -> Any:
+        exports = self.exports()
+        return boto3.client(
             "s3",
             endpoint_url=exports["AWS_ENDPOINT_URL"],
             region_name="us-east-1",
             aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
         )
-        listed = s3.list_objects_v2(Bucket="h1003-deliveries")["Contents"]
-        assert sorted(o["Key"] for o in listed) == [
-            "incoming/lab_results_2026-11.csv",
-            "incoming/pharmacy_2026-11.csv",
-        ]
-        delivered = Path(exports["CONVEYOR_SFTP_ROOT"]) / "inbound/H1002/roster_2026-11-21.csv"
-        assert delivered.stat().st_size == 1_500_000
 
-        # The local stack drives the scan schedule itself (moto's never fires).
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if any(
-                e.get("event") == "scan.finished"
-                for e in json_lines(state / "logs" / "scanner.log")
-            ):
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError("no scheduled scan ran")
 
-        processes = json.loads((state / "env.json").read_text())["processes"]
-        assert set(processes) >= {
-            "moto",
-            "gcs-emulator",
-            "sshd",
-            "ftp",
-            "smtp",
-            "conveyor_scanner",
-            "conveyor_notifier",
-        }
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
-        assert [name for name, pid in processes.items() if alive(pid)] == []
-        gone = subprocess.run(
-            [*CONVEYOR, "dev", "env", "--state-dir", str(state)],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        assert gone.returncode == 1
-        assert "No local stack is running" in gone.stderr
+@pytest.fixture(scope="module")
+def dev_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevUp]:
+    running = DevUp(tmp_path_factory.mktemp("dev-up") / "dev")
+    try:
+        running.wait_for("press Ctrl-C", timeout=180)
+        yield running
     finally:
-        if proc.poll() is None:  # the test failed half-way: stop it the way a person would
-            proc.send_signal(signal.SIGINT)
+        if running.proc.poll() is None:  # a test failed half-way: stop it as a person would
+            running.proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(timeout=60)
+                running.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                running.proc.kill()
+                running.proc.wait()
+
+
+def test_dev_up_delivers_samples_everywhere(dev_up: DevUp) -> None:
+    output = dev_up.wait_for("press Ctrl-C", timeout=1)
+    assert "6 of 6 file(s) delivered; 6 e-mail(s) in the local mailbox." in output
+    for destination in (
+        "gs://h1001-inbound/monthly/claims_2026-11.csv",
+        "/inbound/H1002/roster_2026-11-21.csv",
+        "s3://h1003-deliveries/incoming/lab_results_2026-11.csv",
+    ):
+        assert destination in output
+
+    listed = dev_up.s3().list_objects_v2(Bucket="h1003-deliveries")["Contents"]
+    assert sorted(o["Key"] for o in listed) == [
+        "incoming/lab_results_2026-11.csv",
+        "incoming/pharmacy_2026-11.csv",
+    ]
+    delivered = Path(dev_up.exports()["CONVEYOR_SFTP_ROOT"]) / "inbound/H1002/roster_2026-11-21.csv"
+    assert delivered.stat().st_size == 1_500_000
+
+    # The local stack drives the scan schedule itself (moto's never fires).
+    until(
+        lambda: any(
+            e.get("event") == "scan.finished"
+            for e in json_lines(dev_up.state / "logs" / "scanner.log")
+        ),
+        30,
+        "a scheduled scan",
+    )
+
+
+def test_a_killed_service_is_restarted_and_the_stack_keeps_delivering(dev_up: DevUp) -> None:
+    killed = dev_up.processes()["conveyor_transfer_sftp"]
+    os.kill(killed, signal.SIGKILL)
+
+    output = dev_up.wait_for("transfer-sftp restarted", timeout=30)
+    assert "transfer-sftp exited (signal 9); restarting in 1 s (restart 1)" in output
+    restarted = until(
+        lambda: (pid := dev_up.processes()["conveyor_transfer_sftp"]) != killed and pid,
+        10,
+        "the new pid in env.json",
+    )
+    assert alive(restarted)
+    assert not alive(killed)
+    log = json_lines(dev_up.state / "logs" / "transfer_sftp.log")
+    assert [(e["exit"], e["restart"]) for e in log if e.get("event") == "service.restarting"] == [
+        ("signal 9", 1)
+    ]
+
+    # The restarted worker delivers a file dropped after the crash.
+    dev_up.s3().put_object(Bucket="conveyor-pickup", Key="H1002/after_restart.csv", Body=b"id\n1\n")
+    sftp_root = Path(dev_up.exports()["CONVEYOR_SFTP_ROOT"])
+    until(
+        lambda: (sftp_root / "inbound/H1002/after_restart.csv").exists(),
+        60,
+        "the file dropped after the restart on the SFTP server",
+    )
+    assert dev_up.proc.poll() is None
+
+
+def test_ctrl_c_stops_everything_it_started(dev_up: DevUp) -> None:
+    processes = dev_up.processes()
+    assert set(processes) >= {
+        "moto",
+        "gcs-emulator",
+        "sshd",
+        "ftp",
+        "smtp",
+        "conveyor_scanner",
+        "conveyor_notifier",
+    }
+    dev_up.proc.send_signal(signal.SIGINT)
+    assert dev_up.proc.wait(timeout=60) == 0
+    assert [name for name, pid in processes.items() if alive(pid)] == []
+    gone = subprocess.run(
+        [*CONVEYOR, "dev", "env", "--state-dir", str(dev_up.state)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert gone.returncode == 1
+    assert "No local stack is running" in gone.stderr

@@ -23,6 +23,7 @@ from conveyor_cli.localstack.stack import (
     DemoClients,
     Endpoints,
     LocalStack,
+    StandInExited,
     aws_env,
     provision,
 )
@@ -96,7 +97,7 @@ def up(
         routes = provision(endpoints, stack.demo, stack.state / "routes.yaml")
         typer.echo("Starting the services:")
         stack.start_services(routes)
-        stack.write_env_file(routes)
+        stack.write_env_file()
         os.environ.update(aws_env(endpoints))
         os.environ.pop("AWS_CA_BUNDLE", None)
         session = boto3.Session()
@@ -104,11 +105,10 @@ def up(
         typer.echo("Dropping sample files into the pick-ups:")
         watcher.drop_samples()
 
-        def died() -> str | None:
-            dead = stack.dead_services()
-            return f"service {dead[0].name} exited; see {dead[0].log_path}" if dead else None
+        def supervise() -> None:
+            stack.supervise(typer.echo)
 
-        ok = watcher.wait_settled(timeout, died)
+        ok = watcher.wait_settled(timeout, supervise)
         delivered = sum(f.state == "delivered" for f in watcher.files.values())
         # One "job started" and one "job finished" e-mail per client's job.
         mails = _wait_for_mail(endpoints.maildir, 2 * len(SAMPLES))
@@ -124,14 +124,16 @@ def up(
             QueueName=f"{stack.demo.stack}-scanner"
         )["QueueUrl"]
         next_scan = time.monotonic() + scan_every
-        while not died():
+        while True:
+            supervise()
             watcher.poll()
             if time.monotonic() >= next_scan:
                 _send_scan_request(session, scanner_queue)
                 next_scan = time.monotonic() + scan_every
             time.sleep(1)
-        typer.echo(f"stopped: {died()}")
+    except StandInExited as exc:
         ok = False
+        typer.echo(f"\nstopped: {exc}")
     except KeyboardInterrupt:
         ok = True
         typer.echo("\nStopping...")

@@ -96,15 +96,14 @@ class ProgressWatcher:
                 key = (entry["clientId"]["S"], entry["fileName"]["S"])
                 self._show(key, *describe(entry))
 
-    def wait_settled(self, timeout: float, stop: Callable[[], str | None]) -> bool:
-        """Poll until every file shown has settled; False on timeout or if ``stop`` says why."""
+    def wait_settled(self, timeout: float, between_polls: Callable[[], None]) -> bool:
+        """Poll until every file shown has settled; False on timeout. ``between_polls``
+        runs after each poll (the stack's supervision) and may raise to stop."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.poll()
             if self.files and all(f.settled for f in self.files.values()):
                 return True
-            if reason := stop():
-                self._say(f"  stopped: {reason}")
-                return False
+            between_polls()
             time.sleep(0.5)
         return False

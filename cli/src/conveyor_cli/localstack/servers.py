@@ -29,6 +29,10 @@ LOCAL_AWS_ENV = {
 }
 
 
+#: moto's server, with DynamoDB calls made one at a time (see the module).
+MOTO_MODULE = "conveyor_cli.localstack.moto_server"
+
+
 def _bin(name: str) -> str:
     """A console script installed next to this interpreter (the project's venv)."""
     candidate = Path(sys.executable).parent / name
@@ -54,7 +58,7 @@ def start_moto(state: Path) -> Moto:
     env = {**os.environ, "MOTO_PORT": str(port)}
     proc = ManagedProcess(
         "moto",
-        [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", MOTO_MODULE, "-H", "127.0.0.1", "-p", str(port)],
         state / "logs" / "moto.log",
         env=env,
     ).start()

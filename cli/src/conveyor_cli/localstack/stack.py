@@ -1,5 +1,6 @@
 """The embedded local stack: start every stand-in, deploy the template into
-moto, provision the demo clients, run every Conveyor service as a process.
+moto, provision the demo clients, run every Conveyor service as a process,
+restarting a service that crashes.
 
 ``provision`` only needs endpoints, so docker-compose's init container runs
 the same code against containers (``conveyor dev provision``).
@@ -21,7 +22,8 @@ import yaml
 
 from conveyor_cli.localstack import servers
 from conveyor_cli.localstack.deploy import deploy_stack
-from conveyor_cli.localstack.processes import ManagedProcess
+from conveyor_cli.localstack.processes import ManagedProcess, Supervisor
+from conveyor_shared.errors import PermanentError
 
 SERVICES = (
     "conveyor_scanner",
@@ -185,6 +187,11 @@ def service_env(
     }
 
 
+class StandInExited(PermanentError):
+    """A stand-in (moto, the GCS emulator, sshd, FTP, SMTP) died: what it held
+    is gone, so the local stack stops rather than restart it empty."""
+
+
 class LocalStack:
     """Every stand-in and every service as child processes of this one."""
 
@@ -192,7 +199,8 @@ class LocalStack:
         self.state = state
         self.demo = demo or DemoClients()
         self.servers: list[ManagedProcess] = []
-        self.services: list[ManagedProcess] = []
+        self.services: list[Supervisor] = []
+        self.routes_path: Path | None = None
         self.endpoints: Endpoints | None = None
         self.smtp: servers.SmtpServer | None = None
 
@@ -234,6 +242,7 @@ class LocalStack:
 
     def start_services(self, routes_path: Path, say: Callable[[str], None] = print) -> None:
         assert self.endpoints is not None
+        self.routes_path = routes_path
         env = {**os.environ, **service_env(self.endpoints, self.demo, routes_path)}
         env.pop("AWS_CA_BUNDLE", None)
         for module in SERVICES:
@@ -243,34 +252,51 @@ class LocalStack:
                 self.state / "logs" / f"{module.removeprefix('conveyor_')}.log",
                 env=env,
             ).start()
-            self.services.append(proc)
-            say(f"  {module.removeprefix('conveyor_'):<16} pid {proc.pid}")
+            label = module.removeprefix("conveyor_").replace("_", "-")
+            self.services.append(Supervisor(proc, label))
+            say(f"  {label:<16} pid {proc.pid}")
 
-    def dead_services(self) -> list[ManagedProcess]:
-        return [p for p in self.services if not p.running()]
+    def supervise(self, say: Callable[[str], None] = print) -> None:
+        """Poll every child: restart a service that exited, after its back-off
+        (as compose's ``restart: unless-stopped``); raise ``StandInExited`` if a
+        stand-in did."""
+        for server in self.servers:
+            if not server.running():
+                raise StandInExited(
+                    f"stand-in {server.name} exited ({server.how_it_exited()}); the local "
+                    f"stack cannot run without it, so everything stops. See {server.log_path}"
+                )
+        restarted = [s for s in self.services if s.check(say)]
+        if restarted:
+            self.write_env_file()  # `conveyor dev env` and the drill find the new pid
 
-    def write_env_file(self, routes_path: Path) -> Path:
+    def write_env_file(self) -> Path:
+        """What ``conveyor dev env`` reads; replaced whole, so never read half-written."""
         assert self.endpoints is not None
+        assert self.routes_path is not None
         known_hosts = f"[127.0.0.1]:{self.endpoints.sftp_port} {self.endpoints.sftp_host_key}\n"
         (self.state / "known_hosts").write_text(known_hosts)
-        path = self.state / "env.json"
-        path.write_text(
+        path, partial = self.state / "env.json", self.state / "env.json.partial"
+        partial.write_text(
             json.dumps(
                 {
                     "pid": os.getpid(),
-                    "processes": {p.name: p.pid for p in [*self.servers, *self.services]},
+                    "processes": {
+                        p.name: p.pid for p in [*self.servers, *(s.process for s in self.services)]
+                    },
                     "endpoints": asdict(self.endpoints),
-                    "exports": shell_exports(self.endpoints, self.demo, routes_path),
+                    "exports": shell_exports(self.endpoints, self.demo, self.routes_path),
                 },
                 indent=2,
             )
         )
+        partial.replace(path)
         return path
 
     def stop(self) -> None:
         """Services first (they drain in-flight work), then the servers."""
-        for proc in reversed(self.services):
-            proc.stop(grace=15)
+        for service in reversed(self.services):
+            service.process.stop(grace=15)
         for proc in reversed(self.servers):
             proc.stop(grace=5)
 

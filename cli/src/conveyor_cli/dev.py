@@ -118,6 +118,8 @@ def up(
         )
         _where_to_look(stack, routes)
         if once:
+            if not ok:
+                raise typer.Exit(1)
             return
         typer.echo("\nRunning; press Ctrl-C to stop everything.")
         scanner_queue = session.client("sqs").get_queue_url(

@@ -81,6 +81,14 @@ class Lease:
             {":leaseOwner": owner, ":leaseExpires": epoch() + seconds},
         )
 
+    def extension(self, seconds: int) -> Clause:
+        """The ``SET`` assignment that moves the expiry ``seconds`` from now."""
+        return Clause(
+            "#leaseExpires = :leaseExpires",
+            {"#leaseExpires": self.expires},
+            {":leaseExpires": epoch() + seconds},
+        )
+
     def removal(self) -> Clause:
         """The ``REMOVE`` list that frees the lease."""
         return Clause("#leaseOwner, #leaseExpires", self._names)

@@ -21,7 +21,6 @@ from botocore.exceptions import ClientError
 from conveyor_shared.ledger.claims import Clause, Lease
 from conveyor_shared.ledger.dynamo import (
     condition_failed,
-    epoch,
     from_item,
     now_iso,
     to_item,
@@ -166,8 +165,9 @@ class FileLedger:
     ) -> bool:
         """Extend ``owner``'s lease (recording progress if given); False if it was lost."""
         held = self._held(owner)
-        sets = ["#leaseExpires = :expires"]
-        bound: dict[str, Any] = {":expires": epoch() + lease_seconds}
+        extension = _LEASE.extension(lease_seconds)
+        sets = [extension.text]
+        bound: dict[str, Any] = {}
         if bytes_done is not None:
             sets += ["bytesDone = :done", "progressAt = :at"]
             bound |= {":done": bytes_done, ":at": now_iso()}
@@ -175,8 +175,8 @@ class FileLedger:
             self._key(client_id, content_id),
             UpdateExpression=f"SET {', '.join(sets)}",
             ConditionExpression=held.text,
-            ExpressionAttributeNames=held.names,
-            ExpressionAttributeValues=values({**held.values, **bound}),
+            ExpressionAttributeNames={**held.names, **extension.names},
+            ExpressionAttributeValues=values({**held.values, **extension.values, **bound}),
         )
         return result is not None
 

@@ -9,9 +9,13 @@ State machine of one record (``id`` names the notification, e.g.
     claimed --release (send failed)--> (none)
     claimed, lease expired --claim by anyone--> claimed(new owner)
 
-``owner`` is the SQS message id, so the same message redelivered after a
-crash reclaims at once, while a different message for the same notification
-(an SNS duplicate, a republished event) sees ``HELD`` and comes back later.
+The lease rule is the one every claim in Conveyor follows
+(``conveyor_shared.ledger.claims``). Here ``owner`` is the SQS message id,
+not a token per claim: a send takes seconds, far less than the message's
+visibility timeout, so the same message id is never in two live receivers,
+and a crashed sender's redelivered message reclaims at once instead of
+waiting out the lease. A different message for the same notification (an
+SNS duplicate, a republished event) sees ``HELD`` and comes back later.
 
 The one window in which a notification can be sent twice: the send
 succeeded, then the process died before ``mark_sent``. The redelivered
@@ -27,8 +31,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from conveyor_shared.ledger.claims import Clause, Lease
 from conveyor_shared.ledger.dynamo import condition_failed, epoch, from_item, now_iso, to_item
 from conveyor_shared.ledger.dynamo import values as bind
+
+#: The lease rule every claim in Conveyor follows, on this table's attributes.
+_LEASE = Lease(owner="owner", expires="leaseExpires")
 
 
 class ClaimState(enum.Enum):
@@ -38,6 +46,10 @@ class ClaimState(enum.Enum):
     SENT = "sent"
     #: Another live worker is sending it.
     HELD = "held"
+
+
+def _claimed() -> Clause:
+    return Clause("#s = :claimed", {"#s": "state"}, {":claimed": ClaimState.CLAIMED.value})
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,9 @@ class NotificationRecords:
         owner's lease is live."""
         for _ in range(3):
             now = epoch()
+            condition = Clause("attribute_not_exists(id)") | (
+                _claimed() & _LEASE.takeable_by(owner, now)
+            )
             try:
                 await self._db.put_item(
                     TableName=self.table,
@@ -75,12 +90,9 @@ class NotificationRecords:
                             "ttl": now + self._retention,
                         }
                     ),
-                    ConditionExpression="attribute_not_exists(id) OR (#s = :claimed "
-                    "AND (#o = :owner OR leaseExpires < :now))",
-                    ExpressionAttributeNames={"#s": "state", "#o": "owner"},
-                    ExpressionAttributeValues=bind(
-                        {":claimed": ClaimState.CLAIMED.value, ":owner": owner, ":now": now}
-                    ),
+                    ConditionExpression=condition.text,
+                    ExpressionAttributeNames=condition.names,
+                    ExpressionAttributeValues=bind(condition.values),
                 )
             except ClientError as exc:
                 if not condition_failed(exc):
@@ -97,19 +109,19 @@ class NotificationRecords:
 
     async def mark_sent(self, key: str, owner: str, receipt: str | None) -> bool:
         """Record that ``owner`` sent ``key``; False if its claim was lost meanwhile."""
+        held = _claimed() & _LEASE.held_by(owner)
         try:
             await self._db.update_item(
                 TableName=self.table,
                 Key=to_item({"id": key}),
                 UpdateExpression="SET #s = :sent, sentAt = :at, receipt = :receipt "
                 "REMOVE leaseExpires",
-                ConditionExpression="#s = :claimed AND #o = :owner",
-                ExpressionAttributeNames={"#s": "state", "#o": "owner"},
+                ConditionExpression=held.text,
+                ExpressionAttributeNames=held.names,
                 ExpressionAttributeValues=bind(
                     {
+                        **held.values,
                         ":sent": ClaimState.SENT.value,
-                        ":claimed": ClaimState.CLAIMED.value,
-                        ":owner": owner,
                         ":at": now_iso(),
                         ":receipt": receipt or "",
                     }
@@ -124,15 +136,14 @@ class NotificationRecords:
     async def release(self, key: str, owner: str) -> None:
         """Give up ``owner``'s claim after a failed send, so the retry need not
         wait for the lease. A claim already lost or sent is left alone."""
+        held = _claimed() & _LEASE.held_by(owner)
         try:
             await self._db.delete_item(
                 TableName=self.table,
                 Key=to_item({"id": key}),
-                ConditionExpression="#s = :claimed AND #o = :owner",
-                ExpressionAttributeNames={"#s": "state", "#o": "owner"},
-                ExpressionAttributeValues=bind(
-                    {":claimed": ClaimState.CLAIMED.value, ":owner": owner}
-                ),
+                ConditionExpression=held.text,
+                ExpressionAttributeNames=held.names,
+                ExpressionAttributeValues=bind(held.values),
             )
         except ClientError as exc:
             if not condition_failed(exc):

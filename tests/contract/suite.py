@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import pytest
@@ -32,11 +33,18 @@ class Peer(Protocol):
         ...
 
 
-async def write(destination: Destination, path: str, data: bytes, chunk: int = MiB) -> Any:
+async def write(
+    destination: Destination,
+    path: str,
+    data: bytes,
+    chunk: int = MiB,
+    *,
+    expected: Mapping[str, str] | None = None,
+) -> Any:
     upload = await destination.begin(path, len(data))
     for start in range(0, len(data), chunk):
         await upload.write(data[start : start + chunk])
-    return await upload.commit()
+    return await upload.commit(expected)
 
 
 class DestinationContract:
@@ -106,4 +114,5 @@ class DestinationContract:
         result = await copy(source_bucket, info, destination, "copied.bin", verify=True)
         assert result.size == len(data)
         assert result.verified, "copy() should have compared at least one checksum"
+        assert result.verified_by != "size"
         assert await peer.read("copied.bin") == data

@@ -1,6 +1,8 @@
 """SFTP (OpenSSH's sshd) passes the destination contract, with and without
-the ``posix-rename@openssh.com`` extension, plus what only SFTP has: the
-temporary name, host key pinning, remote checksums, directory creation."""
+the ``posix-rename@openssh.com`` extension, plus what only SFTP has: unique
+temporary names and the sweep of orphaned ones, the checksum taken on the
+temporary file before the rename, host key pinning, the session limit,
+directory creation."""
 
 from __future__ import annotations
 
@@ -15,17 +17,31 @@ import psutil
 import pytest
 
 from conveyor_cli.localstack import servers
+from conveyor_shared.backends.s3 import S3Store
 from conveyor_shared.backends.sftp import (
     RemoteDirectoryMissing,
     SftpConnectionPool,
     SftpServer,
     SftpStore,
+    SftpUpload,
+    is_temporary_name,
     temporary_name,
 )
-from conveyor_shared.errors import Misconfigured, NotFound, PermanentError, TransientError
+from conveyor_shared.errors import (
+    IntegrityError,
+    Misconfigured,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
 from conveyor_shared.secrets import SftpCredentials
+from conveyor_shared.transfer import AssuredHashUnavailable, copy
 from tests.contract.suite import DestinationContract, MiB, write
-from tests.support import eventually
+from tests.support import TcpProxy, eventually
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()  # noqa: S324 - what md5sum prints
 
 
 class SftpPeer:
@@ -115,41 +131,141 @@ def peer(directory: Path) -> SftpPeer:
     return SftpPeer(directory)
 
 
+async def on_server(upload: SftpUpload, directory: Path, size: int) -> Path:
+    """The upload's temporary file once the server holds ``size`` bytes of it."""
+    temp = directory / Path(upload.temporary_path).name
+
+    async def written() -> bool:
+        return temp.exists() and temp.stat().st_size == size
+
+    await eventually(written, timeout=10, what="the upload's bytes on the server")
+    return temp
+
+
+def age(path: Path, seconds: float) -> None:
+    """Make ``path`` look untouched for ``seconds``."""
+    old = path.stat().st_mtime - seconds
+    os.utime(path, (old, old))
+
+
 class TestSftpContract(DestinationContract):
-    async def test_temporary_name_is_fixed_length_and_reused(
+    async def test_temporary_names_are_fixed_length_and_unique(
         self, destination: SftpStore, directory: Path, peer: SftpPeer
     ) -> None:
         name = "é" * 127 + "x"  # 255 bytes: the longest name most file systems allow
-        assert temporary_name(name) == temporary_name(name)
+        assert temporary_name(name) != temporary_name(name)
         assert len(temporary_name(name)) == len(temporary_name("a.csv"))
-        left = b"left behind by a dropped connection"
+        assert is_temporary_name(temporary_name(name))
         first = await destination.begin(name, None)
-        await first.write(left)
-        temp = directory / temporary_name(name)
-
-        async def written() -> bool:
-            return temp.exists() and temp.stat().st_size == len(left)
-
-        await eventually(written, timeout=10, what="the first try's bytes on the server")
-        await first.abort()
+        second = await destination.begin(name, None)
+        try:
+            assert first.temporary_path != second.temporary_path
+            await first.write(b"one")
+            await second.write(b"two")
+            await on_server(first, directory, 3)
+            await on_server(second, directory, 3)
+        finally:
+            await first.abort()
+            await second.abort()
         assert await peer.names() == []
-        # What a dropped connection leaves (abort could not remove it) ...
-        await asyncio.to_thread(temp.write_bytes, left)
-        # ... is truncated and reused by the retry, then renamed.
-        await write(destination, name, b"complete")
-        assert await peer.names() == [name]
-        assert await peer.read(name) == b"complete"
 
-    async def test_remote_md5_is_compared(self, destination: SftpStore) -> None:
+    async def test_concurrent_uploads_of_one_path_never_mix(
+        self, server: servers.Sshd, destination: SftpStore, directory: Path, peer: SftpPeer
+    ) -> None:
+        """Two replicas (two pools) write different bytes to one path at once."""
+        other_pool = pool_for(server)
+        replica = SftpStore(other_pool, directory.name)
+        ours, theirs = os.urandom(4 * MiB), os.urandom(4 * MiB)
+        try:
+            uploads = [
+                await destination.begin("same.bin", None),
+                await replica.begin("same.bin", None),
+            ]
+            for start in range(0, 4 * MiB, 256 * 1024):  # interleaved, block by block
+                for upload, data in zip(uploads, (ours, theirs), strict=True):
+                    await upload.write(data[start : start + 256 * 1024])
+            committed = await asyncio.gather(
+                uploads[0].commit({"md5": md5(ours)}), uploads[1].commit({"md5": md5(theirs)})
+            )
+        finally:
+            await other_pool.close()
+        assert [info.size for info in committed] == [4 * MiB, 4 * MiB]
+        assert await peer.read("same.bin") in (ours, theirs), "a mix of both uploads"
+        assert await peer.names() == ["same.bin"]
+
+    async def test_old_orphans_are_swept_and_live_uploads_left(
+        self, destination: SftpStore, directory: Path, peer: SftpPeer
+    ) -> None:
+        crashed = directory / temporary_name("report.csv")
+        older_version = directory / ".conveyor-0123456789abcdef.part"
+        someone_elses = directory / ".report.csv.part"
+        for path in (crashed, older_version, someone_elses):
+            path.write_bytes(b"left by a crash")
+            age(path, 2 * 3600)
+        live = await destination.begin("other.csv", None)
+        await live.write(b"still being written")
+        live_temp = await on_server(live, directory, 19)
+        try:
+            await write(destination, "report.csv", b"fresh")
+            assert live_temp.exists(), "a live upload's temporary file is left alone"
+        finally:
+            await live.abort()
+        assert not crashed.exists()
+        assert not older_version.exists()
+        assert someone_elses.exists(), "only Conveyor's temporary names are swept"
+        assert sorted(await peer.names()) == [".report.csv.part", "report.csv"]
+
+    async def test_checksum_is_taken_on_the_temporary_file_before_rename(
+        self, destination: SftpStore, directory: Path, peer: SftpPeer
+    ) -> None:
+        data = os.urandom(MiB + 3)
+        upload = await destination.begin("sum.bin", len(data))
+        assert upload.assured_hashes == {"md5"}, "md5sum ran on the new, empty file"
+        await upload.write(data)
+        temp = await on_server(upload, directory, len(data))
+        # The server's copy goes bad between the last write and the commit.
+        with temp.open("r+b") as damaged:
+            damaged.write(bytes([data[0] ^ 1]))
+        with pytest.raises(IntegrityError, match="md5 mismatch before rename"):
+            await upload.commit({"md5": md5(data)})
+        await upload.abort()
+        assert await peer.names() == [], "nothing under the final name, the temporary removed"
+        info = await write(destination, "sum.bin", data, expected={"md5": md5(data)})
+        assert info.hashes == {"md5": md5(data)}
+
+    async def test_copy_hashes_nothing_locally_where_the_server_runs_md5sum(
+        self, destination: SftpStore, peer: SftpPeer, source_bucket: S3Store
+    ) -> None:
+        data = os.urandom(2 * MiB + 1)
+        await source_bucket.client.put_object(Bucket=source_bucket.bucket, Key="f.bin", Body=data)
+        info = await source_bucket.stat("f.bin")
+        result = await copy(source_bucket, info, destination, "f.bin")
+        assert result.verified == ("md5:destination",), "the ETag against md5sum, no md5:stream"
+        assert await peer.read("f.bin") == data
+
+    async def test_remote_hash(self, destination: SftpStore) -> None:
         data = os.urandom(MiB + 3)
         await write(destination, "sum.bin", data)
-        assert await destination.remote_hash("sum.bin", "md5") == hashlib.md5(data).hexdigest()  # noqa: S324
+        assert await destination.remote_hash("sum.bin", "md5") == md5(data)
         assert (
             await destination.remote_hash("sum.bin", "sha256") == hashlib.sha256(data).hexdigest()
         )
         assert await destination.remote_hash("sum.bin", "crc32c") is None
         with pytest.raises(NotFound):
             await destination.remote_hash("missing.bin", "md5")
+
+    async def test_abort_after_a_dropped_connection_removes_the_temporary_file(
+        self, destination: SftpStore, directory: Path, peer: SftpPeer
+    ) -> None:
+        upload = await destination.begin("dropped.bin", None)
+        await upload.write(b"left behind by a dropped connection")
+        await on_server(upload, directory, 35)
+        session = upload._session
+        assert session is not None
+        session.conn.abort()
+        await asyncio.wait_for(session.conn.wait_closed(), 10)
+        await upload.abort()
+        assert await peer.names() == [], "removed over a fresh connection"
 
     async def test_missing_directory_is_a_clear_permanent_error(
         self, pool: SftpConnectionPool
@@ -271,24 +387,19 @@ class TestSftpConnections:
         with pytest.raises(TransientError):
             await SftpStore(pool).stat("anything")
 
-    async def test_sessions_are_reused_and_limited(self, sshd: servers.Sshd, unique: str) -> None:
+    async def test_sessions_are_limited_and_reused(self, sshd: servers.Sshd, unique: str) -> None:
         (sshd.root / f"limit-{unique}").mkdir()
-        pool = pool_for(sshd, max_sessions=2)
-        store = SftpStore(pool, f"limit-{unique}")
-        try:
-            first = await store.begin("a.csv", None)
-            second = await store.begin("b.csv", None)
-            third = asyncio.ensure_future(store.begin("c.csv", None))
-            for _ in range(10):  # let it run up to where it waits for a session
-                await asyncio.sleep(0)
-            assert not third.done(), "a third upload must wait for one of two sessions"
-            await first.commit()
-            await (await third).commit()
-            await second.commit()
-            connections = {id(s.conn) for s in pool._idle}
-            assert len(connections) == 2
-        finally:
-            await pool.close()
+        proxy = CountingProxy(sshd.port)
+        async with proxy:
+            pool = pool_for(sshd, max_sessions=2, port=proxy.port)
+            store = SftpStore(pool, f"limit-{unique}")
+            try:
+                await asyncio.gather(*(write(store, f"{n}.bin", os.urandom(MiB)) for n in range(6)))
+                assert proxy.most == 2, f"{proxy.most} connections were open at once, not 2"
+                assert proxy.connections == 2, "six files over the same two connections"
+            finally:
+                await pool.close()
+        assert len(list((sshd.root / f"limit-{unique}").iterdir())) == 6
 
     async def test_dropped_connection_is_replaced(self, sshd: servers.Sshd, unique: str) -> None:
         (sshd.root / f"drop-{unique}").mkdir()
@@ -311,8 +422,71 @@ class TestSftpConnections:
         pool = pool_for(sshd_sftp_only)
         store = SftpStore(pool, f"only-{unique}")
         try:
-            await write(store, "f.csv", b"data")
-            assert await store.remote_hash("f.csv", "md5") is None
+            upload = await store.begin("f.csv", 4)
+            assert upload.assured_hashes == frozenset()
+            await upload.write(b"data")
+            info = await upload.commit({"md5": md5(b"data")})
+            assert info.hashes == {}, "no md5sum, so no hash reported"
             assert "sftp.checksum_unavailable" in pool.noted
+            assert not pool.checksums_worth_asking(), "later uploads do not ask again"
+            assert await store.remote_hash("f.csv", "md5") is None
         finally:
             await pool.close()
+
+    async def test_without_commands_copy_checks_the_stream(
+        self, sshd_sftp_only: servers.Sshd, unique: str, source_bucket: S3Store
+    ) -> None:
+        directory = sshd_sftp_only.root / f"only-{unique}"
+        directory.mkdir()
+        pool = pool_for(sshd_sftp_only)
+        store = SftpStore(pool, directory.name)
+        data = os.urandom(2 * MiB + 1)
+        await source_bucket.client.put_object(Bucket=source_bucket.bucket, Key="f.bin", Body=data)
+        info = await source_bucket.stat("f.bin")
+        try:
+            result = await copy(source_bucket, info, store, "f.bin")
+            assert result.verified_by == "md5:stream", "the bytes read matched the S3 ETag"
+            assert (directory / "f.bin").read_bytes() == data
+        finally:
+            await pool.close()
+
+    async def test_a_broken_assurance_shows_nothing_and_copy_streams_again(
+        self, sshd_sftp_only: servers.Sshd, unique: str, source_bucket: S3Store
+    ) -> None:
+        """The server ran ``md5sum`` before (so MD5 was assured) and no longer does."""
+        directory = sshd_sftp_only.root / f"only-{unique}"
+        directory.mkdir()
+        pool = pool_for(sshd_sftp_only)
+        store = SftpStore(pool, directory.name)
+        data = os.urandom(MiB + 7)
+        await source_bucket.client.put_object(Bucket=source_bucket.bucket, Key="f.bin", Body=data)
+        info = await source_bucket.stat("f.bin")
+        try:
+            pool.checksum_outcome(True)
+            with pytest.raises(AssuredHashUnavailable):
+                await write(store, "f.bin", data, expected={"md5": md5(data)})
+            assert list(directory.iterdir()) == [], "nothing visible, the temporary removed"
+            pool.checksum_outcome(True)
+            result = await copy(source_bucket, info, store, "f.bin")
+            assert result.verified_by == "md5:stream", "streamed again, hashing what it read"
+            assert [p.name for p in directory.iterdir()] == ["f.bin"]
+            assert (directory / "f.bin").read_bytes() == data
+        finally:
+            await pool.close()
+
+
+class CountingProxy(TcpProxy):
+    """A TCP proxy that also counts the connections open through it at once."""
+
+    def __init__(self, upstream: int) -> None:
+        super().__init__(upstream)
+        self.open = 0
+        self.most = 0
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        self.most = max(self.most, self.open)
+        try:
+            await super()._accept(reader, writer)
+        finally:
+            self.open -= 1

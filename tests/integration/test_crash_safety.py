@@ -42,7 +42,13 @@ CLIENT = "H3001"
 
 
 async def sftp_route(
-    stack: Stack, aws: dict[str, Any], sshd: servers.Sshd, tmp_path: Path, directory: str, port: int
+    stack: Stack,
+    aws: dict[str, Any],
+    sshd: servers.Sshd,
+    tmp_path: Path,
+    directory: str,
+    port: int,
+    **route: Any,
 ) -> Path:
     secret = f"{stack.name}/sftp"
     await aws["secretsmanager"].create_secret(
@@ -65,6 +71,7 @@ async def sftp_route(
                     "host_keys": [sshd.host_key],
                     "credentials": {"secret": secret},
                 },
+                **route,
             }
         ],
     )
@@ -95,7 +102,7 @@ async def test_kill_9_mid_transfer_delivers_once_and_never_shows_a_partial_file(
                 batch_window_seconds=0.2,
             ),
         )
-        env = stack.service_env(routes, CONVEYOR_VISIBILITY_TIMEOUT="6")
+        env = stack.service_env(routes, CONVEYOR_VISIBILITY_TIMEOUT="6", CONVEYOR_LEASE_SECONDS="6")
         first = service_process("conveyor_transfer_sftp", tmp_path / "first.log", env)
         second = None
         try:
@@ -126,7 +133,10 @@ async def test_kill_9_mid_transfer_delivers_once_and_never_shows_a_partial_file(
     assert entry["status"] == "success"
     assert entry["sendAttempts"] == 2
     assert hashlib.sha256(final.read_bytes()).digest() == hashlib.sha256(data).digest()
-    assert sorted(p.name for p in (sshd.root / directory).iterdir()) == ["claims_2026-11.bin"]
+    # The killed worker's temporary file stays until an upload there sweeps it an hour on.
+    left = sorted(p.name for p in (sshd.root / directory).iterdir())
+    assert [n for n in left if not n.startswith(".conveyor-")] == ["claims_2026-11.bin"]
+    assert len(left) <= 2
     delivered = [
         e
         for log in ("first.log", "second.log")
@@ -150,7 +160,9 @@ async def test_three_failed_attempts_end_in_the_dlq_with_one_file_failed(
     services: InProcessServices,
 ) -> None:
     # Nothing listens on this port: every attempt fails with a connection error.
-    routes = await sftp_route(stack, aws, sshd, tmp_path, f"dlq-{unique}", free_port())
+    routes = await sftp_route(
+        stack, aws, sshd, tmp_path, f"dlq-{unique}", free_port(), retry_delays_seconds=[0, 0]
+    )
     events = await subscribe_events(aws, stack)
     common: dict[str, Any] = {
         "stack": stack.name,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ import structlog
 
 from conveyor_scanner.app import run as run_scanner
 from conveyor_scanner.settings import ScannerSettings
-from conveyor_shared.messaging.consumer import ReceivedMessage
 from tests.support import (
     InProcessServices,
     Stack,
@@ -178,42 +178,45 @@ async def test_done_file_with_200_files_is_one_job(
     assert len(keys) == 200
 
 
-async def test_files_after_the_done_file_wait_for_the_next_one(
+async def test_files_uploaded_10_ms_after_the_done_file_wait_for_the_next_one(
     stack: Stack, aws: dict[str, Any], tmp_path: Path, services: InProcessServices
 ) -> None:
-    from conveyor_scanner.done_files import DoneFileBatches
-
-    # Drive the done-file batch directly so the order of events is exact.
+    sqs, s3 = aws["sqs"], aws["s3"]
     routes = write_routes(
         tmp_path / "routes.yaml", [route(stack, "H2002", trigger_on_done_file=True)]
     )
-    recorded: list[list[str]] = []
-
-    class Recorder:
-        async def record(self, _route: Any, keys: list[str]) -> str:
-            recorded.append(sorted(keys))
-            return "job"
-
-    from conveyor_shared.config import load_routes
-
-    the_route = (await load_routes(str(routes))).routes[0]
-    await put(aws, stack, "H2002/before.csv", b"1")
+    for _ in range(2):  # two replicas on one queue: either may take the .done
+        services.start(run_scanner, scanner_settings(stack, routes))
+    transfers = await transfer_queue(aws, stack)
+    # Start just after a second boundary, so that S3's LastModified (to the
+    # second) cannot tell the files apart: only their arrival order can.
+    await asyncio.sleep(1.05 - time.time() % 1)
+    await put(aws, stack, "H2002/before.csv", b"before")
     await put(aws, stack, "H2002/H2002.done", b"")
-    done_time = (await aws["s3"].head_object(Bucket=stack.pickup_bucket, Key="H2002/H2002.done"))[
-        "LastModified"
-    ]
+    await asyncio.sleep(0.01)  # the scenario: an upload 10 ms after the .done
+    await put(aws, stack, "H2002/after.csv", b"after")
+    seconds = set()
+    for key in ("before.csv", "H2002.done", "after.csv"):
+        head = await s3.head_object(Bucket=stack.pickup_bucket, Key=f"H2002/{key}")
+        seconds.add(head["LastModified"])
+    assert len(seconds) == 1, "the three uploads share one LastModified second"
 
-    async def later() -> bool:
-        await put(aws, stack, "H2002/after.csv", b"2")
-        head = await aws["s3"].head_object(Bucket=stack.pickup_bucket, Key="H2002/after.csv")
-        if head["LastModified"] > done_time:
-            return True
-        await aws["s3"].delete_object(Bucket=stack.pickup_bucket, Key="H2002/after.csv")
-        return False
+    first = await eventually(lambda: bodies(sqs, transfers, settle=0.5), what="the first batch")
+    assert [m["file_name"] for m in first] == ["before.csv"]
+    await eventually(
+        lambda: _missing(s3, stack, "H2002/H2002.done"), what="the .done to be deleted"
+    )
+    assert await bodies(sqs, transfers, settle=1.0) == [], "after.csv waits for the next .done"
 
-    await eventually(later, timeout=5, interval=0.2, what="a file newer than the .done")
-    await DoneFileBatches(Recorder(), aws["s3"]).take(the_route)  # type: ignore[arg-type]
-    assert recorded == [["H2002/before.csv"]]
+    await put(aws, stack, "H2002/H2002.done", b"")
+    second = await eventually(lambda: bodies(sqs, transfers, settle=0.5), what="the next batch")
+    assert [m["file_name"] for m in second] == ["after.csv"]
+    assert second[0]["job_id"] != first[0]["job_id"]
+
+
+async def _missing(s3: Any, stack: Stack, key: str) -> bool:
+    listed = await s3.list_objects_v2(Bucket=stack.pickup_bucket, Prefix=key)
+    return not listed.get("Contents")
 
 
 async def test_burst_of_1000_files_forms_a_handful_of_jobs(
@@ -272,6 +275,11 @@ async def test_duplicate_content_is_removed_and_not_sent(
         return not listed.get("Contents")
 
     await eventually(removed, what="the duplicate to leave the pick-up")
+    versions = await s3.list_object_versions(
+        Bucket=stack.pickup_bucket, Prefix="H2001/copy-of-original.csv"
+    )
+    assert not versions.get("Versions"), "exactly the duplicate's version is deleted"
+    assert not versions.get("DeleteMarkers"), "no delete marker hides a newer upload"
     assert await bodies(sqs, transfers) == []
     [entry] = await ledger_items(aws["dynamodb"], stack, "H2001")
     assert entry["fileName"] == "original.csv"
@@ -323,10 +331,17 @@ async def test_bad_input_is_refused_on_purpose_and_logged(
     stack: Stack, aws: dict[str, Any], scanner: Path
 ) -> None:
     sqs = aws["sqs"]
+    events = await subscribe_events(aws, stack)
     transfers = await transfer_queue(aws, stack)
     scanner_queue = await queue_url(sqs, f"{stack.name}-scanner")
     dlq = await queue_url(sqs, f"{stack.name}-scanner-dlq")
     long_name = "x" * 256 + ".csv"
+    refused = [
+        "H2001/../escape.csv",
+        "H2001/bad\x07name.csv",
+        "H2001/reports\\2026.csv",
+        f"H2001/{long_name}",
+    ]
     with structlog.testing.capture_logs() as logs:
         await aws["s3"].create_bucket(Bucket=f"{stack.name}-elsewhere")
         await sqs.send_message(
@@ -346,9 +361,8 @@ async def test_bad_input_is_refused_on_purpose_and_logged(
             ),
         )
         await sqs.send_message(QueueUrl=scanner_queue, MessageBody="this is not json")
-        await put(aws, stack, "H2001/../escape.csv", b"1")
-        await put(aws, stack, "H2001/bad\x07name.csv", b"1")
-        await put(aws, stack, f"H2001/{long_name}", b"1")
+        for key in refused:
+            await put(aws, stack, key, b"1")
         await put(aws, stack, "H2001/folder/", b"")
         await put(aws, stack, "H2001/empty.csv", b"")
         await put(aws, stack, "H2001/ok.csv", b"ok")
@@ -361,18 +375,50 @@ async def test_bad_input_is_refused_on_purpose_and_logged(
         dead = await eventually(
             lambda: drain(sqs, dlq, settle=0.2), timeout=30, what="the malformed message in the DLQ"
         )
+        reported: list[dict[str, Any]] = []
+
+        async def all_reported() -> bool:
+            found = await bodies(sqs, events, settle=0.5)
+            reported.extend(e for e in found if e["kind"] == "file.failed")
+            return len(reported) >= len(refused)
+
+        await eventually(all_reported, what="one ops report per refused file")
+        # The next scheduled scan does not meet them again.
+        await sqs.send_message(
+            QueueUrl=scanner_queue, MessageBody=json.dumps({"kind": "scan.requested", "v": 1})
+        )
+        await eventually(
+            lambda: _logged(logs, "scan.finished"), timeout=20, what="a scheduled scan"
+        )
+        reported += [e for e in await bodies(sqs, events, settle=0.5) if e["kind"] == "file.failed"]
     assert sorted(m["file_name"] for m in sent) == ["empty.csv", "ok.csv"]
     assert [m["Body"] for m in dead] == ["this is not json"]
-    rejected = {e["key"]: e["reason"] for e in logs if e["event"] == "pickup.rejected"}
-    assert "'..'" in rejected["H2001/../escape.csv"]
-    assert "control character" in rejected["H2001/bad\x07name.csv"]
-    assert "260 bytes" in rejected[f"H2001/{long_name}"]
+    rejected = [(e["key"], e["reason"]) for e in logs if e["event"] == "pickup.rejected"]
+    assert len(rejected) == len(refused), "each refused file is logged once"
+    reasons = dict(rejected)
+    assert "'..'" in reasons["H2001/../escape.csv"]
+    assert "control character" in reasons["H2001/bad\x07name.csv"]
+    assert reasons["H2001/reports\\2026.csv"] == "name contains a backslash"
+    assert "260 bytes" in reasons[f"H2001/{long_name}"]
+    assert all(e["log_level"] == "error" for e in logs if e["event"] == "pickup.rejected")
+    assert sorted(e["file_name"] for e in reported) == sorted(
+        ["../escape.csv", "bad\\x07name.csv", "reports\\2026.csv", long_name]
+    )
+    assert all(e["error"].startswith("refused: ") for e in reported)
+    listed = await aws["s3"].list_objects_v2(Bucket=stack.pickup_bucket)
+    keys = {o["Key"] for o in listed["Contents"]}
+    assert {f"conveyor-quarantine/{k}" for k in refused} <= keys
+    assert not keys & set(refused), "refused files are moved out of the pick-up"
     unknown = [e for e in logs if e["event"] == "pickup.unknown_location"]
-    assert unknown[0]["bucket"] == f"{stack.name}-elsewhere"
+    assert [e["bucket"] for e in unknown] == [f"{stack.name}-elsewhere"]
     assert any(e["event"] == "message.malformed" for e in logs)
     entries = await ledger_items(aws["dynamodb"], stack, "H2001")
     empty = next(e for e in entries if e["fileName"] == "empty.csv")
     assert empty["contentId"] == "empty:H2001/empty.csv"
+
+
+async def _logged(logs: list[Any], event: str) -> bool:
+    return any(e["event"] == event for e in logs)
 
 
 async def _transfers_until(sqs: Any, url: str, count: int) -> list[dict[str, Any]]:
@@ -558,9 +604,3 @@ async def test_health_check_requeues_or_fails_stale_entries(
     assert entries["stuck.csv"]["status"] == "processing"
     failed = [e for e in await bodies(sqs, events) if e["kind"] == "file.failed"]
     assert sorted(e["file_name"] for e in failed) == ["gone.csv", "tired.csv"]
-
-
-def test_received_message_model_is_frozen() -> None:
-    message = ReceivedMessage("id", "handle", "{}", 1)
-    with pytest.raises(AttributeError):
-        message.body = "x"  # type: ignore[misc]

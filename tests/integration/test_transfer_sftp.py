@@ -5,8 +5,8 @@ stack's SNS topic say how it went.
 
 Failures are real ones: a host key that is not the server's, a password the
 server refuses, a read-only server (``internal-sftp -R``: root would bypass
-file modes), a missing directory, and a TCP proxy that cuts the first
-connection mid-file.
+file modes), a missing directory, a TCP proxy that cuts the first
+connection mid-file, and a server that runs no commands (no ``md5sum``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import structlog
 from conveyor_cli.localstack import servers
 from conveyor_scanner.app import run as run_scanner
 from conveyor_scanner.settings import ScannerSettings
-from conveyor_shared.backends.sftp import temporary_name
+from conveyor_shared.backends.sftp import is_temporary_name
 from conveyor_shared.delivery.service import TransferSettings
 from conveyor_shared.ledger.dynamo import from_item
 from conveyor_transfer_sftp.app import run as run_transfer_sftp
@@ -47,6 +47,13 @@ WRONG_PASSWORD = "not-the-password-7f3a"
 @pytest.fixture(scope="module")
 def sshd_read_only(state_dir: Path) -> Iterator[servers.Sshd]:
     server = servers.start_sshd(state_dir, name="sshd-read-only", sftp_flags=("-R",))
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture(scope="module")
+def sshd_sftp_only(state_dir: Path) -> Iterator[servers.Sshd]:
+    server = servers.start_sshd(state_dir, name="sshd-sftp-only", sftp_only=True)
     yield server
     server.process.stop()
 
@@ -206,9 +213,7 @@ async def assert_one_failure_event(delivery: Delivery, error: str) -> None:
     assert (finished[0]["succeeded"], finished[0]["failed"]) == (0, 1)
 
 
-async def test_file_is_delivered_verified_with_ledger_success(
-    start: Any, logs: list[dict[str, Any]]
-) -> None:
+async def test_file_is_delivered_verified_with_ledger_success(start: Any) -> None:
     delivery = await start()
     body = os.urandom(3 * MiB + 17)
     await delivery.put("claims 2026-11.csv", body)
@@ -221,10 +226,21 @@ async def test_file_is_delivered_verified_with_ledger_success(
     )
     assert (delivery.root / "claims 2026-11.csv").read_bytes() == body
     assert names_in(delivery.root) == ["claims 2026-11.csv"]
-    delivered = [e for e in logs if e["event"] == "transfer.delivered"]
-    assert "md5:destination" in delivered[0]["verified"], "md5sum on the server was compared"
+    assert entry["verifiedBy"] == "md5:destination", "md5sum on the server matched the ETag"
     events = await delivery.events_until_job_finished()
     assert not [e for e in events if e["kind"] == "file.failed"]
+
+
+async def test_a_server_without_commands_is_verified_by_the_stream(
+    start: Any, sshd_sftp_only: servers.Sshd
+) -> None:
+    delivery = await start(server=sshd_sftp_only)
+    body = os.urandom(2 * MiB + 9)
+    await delivery.put("claims.csv", body)
+    entry = await delivery.settled()
+    assert entry["status"] == "success"
+    assert entry["verifiedBy"] == "md5:stream", "what was read matched the ETag; no md5sum"
+    assert (delivery.root / "claims.csv").read_bytes() == body
 
 
 async def test_wrong_host_key_fails_at_once(start: Any, sshd: servers.Sshd) -> None:
@@ -300,8 +316,8 @@ async def test_dropped_connection_is_retried_and_delivered_once(
     assert entry["status"] == "success"
     assert wrong_sizes == [], "a partial file was visible under the final name"
     assert final.read_bytes() == body
-    assert names_in(delivery.root) == ["big.bin"], "the temporary file was reused and renamed"
-    assert temporary_name("big.bin") not in names_in(delivery.root)
+    assert names_in(delivery.root) == ["big.bin"], "the cut try's temporary file was removed"
+    assert not [name for name in names_in(delivery.root) if is_temporary_name(name)]
     assert len([e for e in logs if e["event"] == "transfer.delivered"]) == 1
     assert not [e for e in logs if e["event"] == "transfer.failed"]
     events = await delivery.events_until_job_finished()

@@ -157,3 +157,38 @@ def test_cli_missing_file_exits_2(tmp_path: Path) -> None:
     result = run_cli(tmp_path / "nope.yaml")
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+def test_duplicates_and_overlaps_are_found_in_routes_with_field_errors() -> None:
+    doc = example()
+    doc["routes"][2]["client_id"] = "H1234"
+    doc["routes"][2]["contacts"] = ["not an address"]
+    doc["routes"][1]["pickup"] = "s3://example-conveyor-pickup/H1234/sub/"
+    doc["routes"][1]["destination"]["port"] = 0
+    found = problems(doc)
+    assert found["routes[2].client_id"] == "duplicate client id 'H1234' (also routes[0])"
+    assert "routes[2].contacts[0]" in found
+    assert "overlaps routes[0].pickup" in found["routes[1].pickup"]
+    assert "routes[1].destination.port" in found
+
+
+def test_an_invalid_field_is_not_compared_with_other_routes() -> None:
+    doc = example()
+    doc["routes"][1]["client_id"] = "h1234"
+    doc["routes"][2]["client_id"] = "h1234"
+    found = problems(doc)
+    assert set(found) == {"routes[1].client_id", "routes[2].client_id"}
+    assert all("duplicate" not in message for message in found.values())
+
+
+@pytest.mark.parametrize(
+    "pickup",
+    ["s3://example-conveyor-pickup/", "s3://example-conveyor-pickup/conveyor-quarantine/x/"],
+)
+def test_a_pickup_must_not_contain_the_quarantine(pickup: str) -> None:
+    doc = example()
+    doc["routes"] = doc["routes"][:1]
+    doc["routes"][0]["pickup"] = pickup
+    found = problems(doc)
+    assert list(found) == ["routes[0].pickup"]
+    assert "conveyor-quarantine/, where refused files are moved" in found["routes[0].pickup"]

@@ -1,28 +1,45 @@
 """A picked-up file's content identity: the ledger's sort key (D4).
 
-In order of preference:
+The identity depends on the bytes only, so the same content is one file
+however it was uploaded (one ``PutObject``, a multipart upload of any part
+size, with or without checksums):
 
-1. ``<md5>``: the ETag of a single-part upload, which is the MD5 of the
-   content (not for SSE-KMS objects, whose ETag is not an MD5).
-2. ``sha256:<hex>`` / ``sha1:<hex>`` / ``crc64nvme:<b64>:<size>``: a
-   full-object checksum S3 stored with the object (current AWS SDKs add a
-   CRC-64/NVME one to every upload by default). CRC-32 variants are too short
-   to tell a client's files apart and are not used.
-3. ``mpu:<etag>:<size>`` (fallback): a multipart ETag is the MD5 of the part
-   MD5s, so it is the same for the same bytes uploaded with the same part size
-   (the same tool, the same settings) but differs otherwise. The same content
-   uploaded differently is then treated as new and sent again; it is never
-   mistaken for a different file, so nothing is wrongly skipped.
-4. ``empty:<key>``: a zero-byte file has no content to tell it apart, so its
-   name is its identity: each empty file is delivered once.
+* ``sha256:<hex>``: the SHA-256 of the whole object. Where S3 keeps a
+  full-object SHA-256 (a single-part upload sent with
+  ``ChecksumAlgorithm=SHA256``; AWS keeps full-object checksums of multipart
+  uploads only for the CRCs, moto also for SHA-256 with
+  ``ChecksumType=FULL_OBJECT``) it is read from ``HeadObject``; otherwise the
+  scanner reads the object once, pinned to the version it stat'ed, as a
+  stream of 1 MiB chunks (bounded memory), and hashes it.
+* ``empty:<key>``: a zero-byte file has no content to tell it apart, so its
+  name is its identity: each empty file is delivered once.
+
+**What it costs:** where S3 keeps no full-object SHA-256, which is most
+uploads (boto3 sends CRC-32 by default, a multipart upload has a composite
+checksum or none), recording a file reads it once more: one ``GetObject``
+and its size in bytes transferred inside the region, before it is
+dispatched (≈ 1 s per 100-300 MB), once per upload (the scanner remembers
+the identity per key and version). SHA-256 is used everywhere because it is
+in the standard library and S3 can keep it; a CRC-64/NVME (which S3 keeps by
+default for uploads that send no checksum) would need ``awscrt`` to compute.
+A composite checksum (``...-N``, or any checksum of a multipart upload not
+marked ``FULL_OBJECT``) is never used: it depends on the part size.
+
+**Entries recorded before this rule** are keyed by the older identity
+(``legacy_content_id``: the MD5 ETag, a stored checksum, or
+``mpu:<etag>:<size>``). The scanner looks an arrival up under its legacy
+identity too, so a file delivered before is still recognised.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
-from collections.abc import Mapping
+import hashlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 
@@ -38,9 +55,19 @@ def b64_to_hex(value: str) -> str | None:
 
 
 def _full_object_checksum(head: Mapping[str, Any], field: str) -> str | None:
-    """A checksum S3 stored for the whole object, as hex; None for a composite one."""
+    """A checksum S3 stored for the whole object, as hex; None for a composite one.
+
+    ``ChecksumType`` says which it is; where it is absent (older objects, and
+    moto), only a single-part upload's checksum covers the whole object: moto
+    returns a multipart upload's composite SHA-256 without ``-N`` or a type.
+    """
     value = head.get(field)
-    if not value or "-" in value or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+    if not value or "-" in value:
+        return None
+    kind = head.get("ChecksumType")
+    if kind is None and "-" in etag_of(head):
+        return None
+    if kind not in (None, "FULL_OBJECT"):
         return None
     return b64_to_hex(value)
 
@@ -62,9 +89,39 @@ def vouched_hashes(head: Mapping[str, Any]) -> dict[str, str]:
     return hashes
 
 
-def content_id(head: Mapping[str, Any], key: str) -> str:
-    """Identity of the object described by a ``HeadObject`` response
-    (requested with ``ChecksumMode=ENABLED``)."""
+def stored_content_id(head: Mapping[str, Any], key: str) -> str | None:
+    """The identity when ``HeadObject`` alone tells it (an empty object, or a
+    full-object SHA-256 S3 kept); None when the object must be read."""
+    if int(head.get("ContentLength", 0)) == 0:
+        return f"empty:{key}"
+    if sha256 := _full_object_checksum(head, "ChecksumSHA256"):
+        return f"sha256:{sha256}"
+    return None
+
+
+async def content_id(
+    head: Mapping[str, Any],
+    key: str,
+    read: Callable[[], AbstractAsyncContextManager[AsyncIterator[bytes]]],
+) -> str:
+    """Identity of the object that ``head`` (a ``HeadObject`` response
+    requested with ``ChecksumMode=ENABLED``) describes. When S3 keeps no
+    full-object SHA-256, ``read()`` must stream exactly that version (so a
+    newer upload of the same key cannot mix in); its errors propagate."""
+    if known := stored_content_id(head, key):
+        return known
+    digest = hashlib.sha256()
+    async with read() as chunks:
+        async for chunk in chunks:
+            # hashlib releases the GIL on large chunks: a thread keeps the loop free.
+            await asyncio.to_thread(digest.update, chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def legacy_content_id(head: Mapping[str, Any], key: str) -> str:
+    """The identity entries were keyed by before ``content_id``: the MD5 ETag of
+    a single-part upload, else a full-object checksum S3 stored, else the
+    multipart ETag with the size. Only for finding those older entries."""
     size = int(head.get("ContentLength", 0))
     if size == 0:
         return f"empty:{key}"

@@ -7,8 +7,10 @@ from contextlib import AsyncExitStack
 
 import structlog
 
+from conveyor_scanner.arrivals import ArrivalLog
 from conveyor_scanner.done_files import DoneFileBatches
 from conveyor_scanner.handlers import ScannerHandler, arrivals_recorder
+from conveyor_scanner.identities import KnownIdentities
 from conveyor_scanner.recorder import JobRecorder
 from conveyor_scanner.scan import HealthCheck, ScheduledScan
 from conveyor_scanner.settings import ScannerSettings
@@ -50,8 +52,13 @@ async def run(settings: ScannerSettings, stop: asyncio.Event | None = None) -> N
             publisher=publisher,
             s3_client=aws.s3,
             repair_grace=settings.repair_grace_seconds,
+            identities=KnownIdentities(aws.dynamodb, names.locks_table),
         )
-        done_files = DoneFileBatches(recorder, aws.s3)
+        leases = Leases(aws.dynamodb, names.locks_table)
+        arrivals = ArrivalLog(aws.dynamodb, names.locks_table)
+        done_files = DoneFileBatches(
+            recorder, aws.s3, arrivals, leases, lease_seconds=settings.scan_lease_seconds
+        )
         health = HealthCheck(
             files=files,
             jobs=jobs,
@@ -63,7 +70,7 @@ async def run(settings: ScannerSettings, stop: asyncio.Event | None = None) -> N
             max_attempts=settings.max_attempts,
         )
         scan = ScheduledScan(
-            leases=Leases(aws.dynamodb, names.locks_table),
+            leases=leases,
             routes=routes,
             recorder=recorder,
             done_files=done_files,
@@ -79,7 +86,7 @@ async def run(settings: ScannerSettings, stop: asyncio.Event | None = None) -> N
             max_wait_seconds=settings.batch_max_wait_seconds,
             max_items=settings.batch_max_files,
         )
-        handler = ScannerHandler(routes, window, done_files, scan)
+        handler = ScannerHandler(routes, window, done_files, arrivals, recorder, scan)
         consumer = QueueConsumer(
             aws.sqs,
             await aws.queue_url(names.scanner_queue),

@@ -6,16 +6,19 @@ import asyncio
 
 import structlog
 
+from conveyor_scanner.arrivals import ArrivalLog
 from conveyor_scanner.done_files import DoneFileBatches
 from conveyor_scanner.keys import is_folder_placeholder
 from conveyor_scanner.recorder import JobRecorder
 from conveyor_scanner.scan import ScheduledScan
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.config.models import Route
+from conveyor_shared.config.validate import QUARANTINE_PREFIX
 from conveyor_shared.messaging.batching import BatchWindow, Flush
 from conveyor_shared.messaging.consumer import ReceivedMessage
 from conveyor_shared.messaging.envelopes import MalformedMessage, parse_body
 from conveyor_shared.messaging.models import (
+    PickupRecheck,
     S3Notification,
     S3ObjectCreated,
     S3TestEvent,
@@ -40,11 +43,15 @@ class ScannerHandler:
         routes: RoutesSource,
         window: BatchWindow[tuple[Route, str]],
         done_files: DoneFileBatches,
+        arrivals: ArrivalLog,
+        recorder: JobRecorder,
         scan: ScheduledScan,
     ) -> None:
         self._routes = routes
         self._window = window
         self._done_files = done_files
+        self._arrivals = arrivals
+        self._recorder = recorder
         self._scan = scan
 
     async def handle(self, message: ReceivedMessage) -> None:
@@ -55,10 +62,27 @@ class ScannerHandler:
             await asyncio.gather(*(self._arrived(record) for record in parsed.records))
         elif isinstance(parsed, ScanRequested):
             await self._scan.run(reason=parsed.reason)
+        elif isinstance(parsed, PickupRecheck):
+            await self._recheck(parsed)
         else:
             raise MalformedMessage(f"the scanner does not handle {type(parsed).__name__}")
 
+    async def _recheck(self, held: PickupRecheck) -> None:
+        route = (await self._routes.get()).route_for_object(held.bucket, held.key)
+        if route is None:
+            log.warning(
+                "pickup.unknown_location",
+                bucket=held.bucket,
+                key=held.key,
+                reason="the routes changed since it was held; the next scan decides",
+            )
+            return
+        await self._recorder.recheck(route, held.key, held.version)
+
     async def _arrived(self, record: S3ObjectCreated) -> None:
+        if record.key.startswith(QUARANTINE_PREFIX):
+            log.debug("pickup.quarantine_ignored", key=record.key)
+            return
         route = (await self._routes.get()).route_for_object(record.bucket, record.key)
         if route is None:
             log.warning(
@@ -72,8 +96,12 @@ class ScannerHandler:
             log.debug("pickup.folder_ignored", key=record.key)
             return
         if route.trigger_on_done_file:
+            if record.event_time is not None:
+                await self._arrivals.note(
+                    record.bucket, record.key, record.etag or "", record.event_time
+                )
             if record.key == route.done_file_key:
-                await self._done_files.take(route)
+                await self._done_files.take(route, done_at=record.event_time)
             else:
                 log.info(
                     "pickup.waiting_for_done_file",

@@ -1,5 +1,5 @@
 """Which pick-up keys are deliverable, and why not (bad input is refused on
-purpose, logged, and left where it is for an operator)."""
+purpose: ``refused.py`` reports it once and moves it to the quarantine)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ def rejection(relative_path: str) -> str | None:
     delivered, or None if it can."""
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in relative_path):
         return "name contains a control character"
+    if "\\" in relative_path:
+        # Windows and some SFTP servers read a backslash as a folder separator.
+        return "name contains a backslash"
     parts = relative_path.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "path contains an empty, '.' or '..' component"

@@ -2,16 +2,19 @@
 
 For a batch of keys of one route:
 
-1. HEAD each object: its content identity and version (gone: skipped; bad
-   name: refused and logged).
+1. HEAD each object: its version and content identity (``identity.py``: a
+   SHA-256 S3 kept, else read once; an entry under the older identity is
+   found too). Gone: skipped. Bad name: refused once, reported to ops and
+   moved to ``conveyor-quarantine/`` in the same bucket.
 2. Create the job (``forming``) so every entry written next points at a job
    that exists.
 3. Record each file with a conditional put. An existing entry means:
    the same upload seen again (nothing to do, or a repair if it was never
    dispatched); a settled file with bypass on, or one that had failed (reset
    and send again); a file of the same content still in flight (left in the
-   pick-up until it settles); otherwise a duplicate of a delivered file
-   (removed from the pick-up, not sent).
+   pick-up and noted on that entry, to be decided the moment it settles:
+   ``pickup.recheck``); otherwise a duplicate of a delivered file (exactly
+   its version removed from the pick-up, not sent).
 4. Start the job with its final file count, send one ``transfer.requested``
    per file, publish ``job.started`` once.
 
@@ -31,12 +34,19 @@ from typing import Any, TypeVar
 
 import structlog
 
+from conveyor_scanner.identities import KnownIdentities
 from conveyor_scanner.keys import rejection
+from conveyor_scanner.refused import RefusedFiles
 from conveyor_shared.backends.s3 import S3Store, object_version
 from conveyor_shared.config.models import Route
 from conveyor_shared.delivery.destinations import destination_path
 from conveyor_shared.errors import NotFound
-from conveyor_shared.identity import content_id, etag_of
+from conveyor_shared.identity import (
+    content_id,
+    etag_of,
+    legacy_content_id,
+    stored_content_id,
+)
 from conveyor_shared.ledger.dynamo import now_iso, older_than
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
@@ -60,6 +70,8 @@ class PickedUp:
     version: str
     size: int
     etag: str
+    #: False for a held duplicate that a newer upload of its key replaced.
+    current: bool = True
 
 
 class JobRecorder:
@@ -73,12 +85,15 @@ class JobRecorder:
         s3_client: Any,
         parallel: int = 32,
         repair_grace: float = 120.0,
+        identities: KnownIdentities | None = None,
     ) -> None:
         self._files = files
         self._jobs = jobs
         self._senders = senders
         self._publisher = publisher
         self._s3 = s3_client
+        self._refused = RefusedFiles(s3_client, publisher)
+        self._identities = identities
         self._parallel = asyncio.Semaphore(parallel)
         self._repair_grace = repair_grace
 
@@ -92,11 +107,21 @@ class JobRecorder:
     async def record(self, route: Route, keys: Sequence[str]) -> str | None:
         """Record ``keys`` (of ``route``'s pick-up) as one job; its id, or None if
         nothing in them was new."""
-        picked = [
-            p
-            for p in await self._bounded(self._head(route, k) for k in dict.fromkeys(keys))
-            if p is not None
-        ]
+        picked = await self._bounded(self._head(route, k) for k in dict.fromkeys(keys))
+        return await self._record_picked(route, [p for p in picked if p is not None])
+
+    async def recheck(self, route: Route, key: str, version: str) -> str | None:
+        """Decide ``key`` at ``version``, held back while a file of the same content
+        was in flight and released when that one settled: removed if it was
+        delivered, sent (as a job of its own) if it failed and is still the
+        current upload of ``key`` (a newer one is a file of its own)."""
+        picked = await self._head(route, key, version=version)
+        if picked is None:
+            return None
+        await self._files.clear_held_duplicates(route.client_id, picked.content_id)
+        return await self._record_picked(route, [picked])
+
+    async def _record_picked(self, route: Route, picked: Sequence[PickedUp]) -> str | None:
         if not picked:
             return None
         job = Job(
@@ -117,28 +142,63 @@ class JobRecorder:
         await self._announce(started or job, ours)
         return job.job_id
 
-    async def _head(self, route: Route, key: str) -> PickedUp | None:
-        relative = destination_path(route, key)
-        if reason := rejection(relative):
-            log.error("pickup.rejected", client_id=route.client_id, key=key, reason=reason)
+    async def _head(self, route: Route, key: str, version: str | None = None) -> PickedUp | None:
+        """``key`` as it is now, or exactly ``version`` of it; None if gone or refused."""
+        if reason := rejection(destination_path(route, key)):
+            await self._refused.refuse(route, key, reason)
             return None
+        pickup = S3Store(self._s3, route.pickup.bucket)
         try:
-            head = await S3Store(self._s3, route.pickup.bucket).head(key)
+            head = await pickup.head(key, version=version)
+            found = object_version(head)
+            if version is not None and found != version:
+                raise NotFound(f"{key} at {version}")  # unversioned bucket, replaced since
+            current = version is None or await self._is_current(pickup, key, found)
+            identity = await self._identity(pickup, key, head, found)
         except NotFound:
             log.info(
                 "pickup.gone",
                 client_id=route.client_id,
                 key=key,
+                version=version,
                 reason="deleted before it was picked up",
             )
             return None
         return PickedUp(
             key,
-            content_id(head, key),
-            object_version(head),
+            await self._known_identity(route, identity, legacy_content_id(head, key)),
+            found,
             int(head["ContentLength"]),
             etag_of(head),
+            current,
         )
+
+    async def _identity(self, pickup: S3Store, key: str, head: dict[str, Any], version: str) -> str:
+        """The upload's content identity, reading it only the first time."""
+        if known := stored_content_id(head, key):
+            return known
+        if self._identities and (seen := await self._identities.get(pickup.bucket, key, version)):
+            return seen
+        identity = await content_id(head, key, lambda: pickup.open(key, version))
+        if self._identities:
+            await self._identities.remember(pickup.bucket, key, version, identity)
+        return identity
+
+    @staticmethod
+    async def _is_current(pickup: S3Store, key: str, version: str) -> bool:
+        try:
+            return object_version(await pickup.head(key)) == version
+        except NotFound:  # deleted since: a delete marker is current
+            return False
+
+    async def _known_identity(self, route: Route, identity: str, legacy: str) -> str:
+        """``identity``, unless the file is already in the ledger under the
+        identity entries were keyed by before (an MD5 ETag, ...): then that one,
+        so a file delivered before is still known."""
+        if legacy == identity or await self._files.get(route.client_id, legacy) is None:
+            return identity
+        log.info("file.legacy_identity", client_id=route.client_id, content_id=legacy)
+        return legacy
 
     def _entry(self, route: Route, job_id: str, obj: PickedUp) -> FileEntry:
         now = now_iso()
@@ -172,14 +232,38 @@ class JobRecorder:
         if await self._files.record_new(entry):
             bound.info("file.recorded", size=obj.size, key=obj.key)
             return entry
-        existing = await self._files.get(route.client_id, obj.content_id)
-        if existing is None:  # removed between our put and get: try once more
-            return entry if await self._files.record_new(entry) else None
+        for _ in range(2):  # a second look if the entry settled while we held a duplicate
+            existing = await self._files.get(route.client_id, obj.content_id)
+            if existing is None:  # removed between our put and get: try once more
+                return entry if await self._files.record_new(entry) else None
+            decided, ours = await self._decide(route, entry, obj, existing, bound)
+            if decided:
+                return ours
+        return None
+
+    async def _decide(
+        self,
+        route: Route,
+        entry: FileEntry,
+        obj: PickedUp,
+        existing: FileEntry,
+        bound: Any,
+    ) -> tuple[bool, FileEntry | None]:
+        """What an upload whose content is already in the ledger means: (False,
+        None) when the entry changed under us and must be read again."""
         if existing.source_key == obj.key and existing.source_version == obj.version:
             if existing.active:
                 await self.repair(route, existing)
-            return None
+            return True, None
         if existing.status is FileStatus.FAIL or (existing.settled and route.bypass_file_checks):
+            if not obj.current:
+                bound.info(
+                    "pickup.superseded",
+                    key=obj.key,
+                    version=obj.version,
+                    reason="a newer upload of this key replaced it; that one is a file of its own",
+                )
+                return True, None
             if await self._files.reset_for_resend(entry, unless_version=obj.version):
                 bound.info(
                     "file.resent",
@@ -187,20 +271,31 @@ class JobRecorder:
                     previous_job=existing.job_id,
                     bypass=route.bypass_file_checks,
                 )
-                return entry
-            return None
+                return True, entry
+            return True, None
         if existing.active:
-            bound.info(
-                "file.duplicate_in_flight",
-                of=existing.file_path,
-                reason="same content is being delivered; kept until it settles",
-            )
-            return None
+            return await self._hold(existing, obj, bound), None
         bound.info("file.duplicate", of=existing.file_path, delivered=existing.timestamp)
         if not (route.after_delivery == "keep" and existing.source_key == obj.key):
-            await S3Store(self._s3, route.pickup.bucket).delete(obj.key)
-            bound.info("pickup.duplicate_removed", key=obj.key)
-        return None
+            # Exactly this upload: a newer one under the same key is a file of its own.
+            await S3Store(self._s3, route.pickup.bucket).delete(obj.key, version=obj.version)
+            bound.info("pickup.duplicate_removed", key=obj.key, version=obj.version)
+        return True, None
+
+    async def _hold(self, existing: FileEntry, obj: PickedUp, bound: Any) -> bool:
+        """Keep a duplicate of a file in flight until that one settles (if it then
+        fails, this one is sent). False if it settled meanwhile."""
+        held = {(h.key, h.version) for h in existing.held_duplicates or []}
+        if (obj.key, obj.version) not in held and not await self._files.hold_duplicate(
+            existing.client_id, existing.content_id, existing.job_id, obj.key, obj.version
+        ):
+            return False
+        bound.info(
+            "file.duplicate_in_flight",
+            of=existing.file_path,
+            reason="same content is being delivered; decided when it settles",
+        )
+        return True
 
     async def _dispatch(self, route: Route, entries: Sequence[FileEntry]) -> None:
         await self._send(route, entries)

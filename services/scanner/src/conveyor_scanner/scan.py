@@ -29,6 +29,7 @@ from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
 from conveyor_shared.ledger.locks import Leases
 from conveyor_shared.ledger.models import FileEntry, JobStatus
+from conveyor_shared.messaging.consumer import RetryLater
 from conveyor_shared.messaging.publisher import EventPublisher
 
 log = structlog.get_logger("conveyor.scanner")
@@ -96,20 +97,13 @@ class HealthCheck:
         try:
             await S3Store(self._s3, entry.source_bucket).stat(entry.source_key)
         except NotFound:
-            await fail_file(
-                self._files,
-                self._publisher,
-                self._completion,
-                entry,
-                "the file left the pick-up before it was delivered",
-                "permanent",
+            await self._fail(
+                route, entry, "the file left the pick-up before it was delivered", "permanent"
             )
             return
         if entry.send_attempts >= self._max_attempts:
-            await fail_file(
-                self._files,
-                self._publisher,
-                self._completion,
+            await self._fail(
+                route,
                 entry,
                 f"gave up after {entry.send_attempts} attempts: "
                 f"{entry.last_error or 'interrupted'}",
@@ -118,6 +112,16 @@ class HealthCheck:
             return
         bound.warning("file.requeued", reason="active past its age with no worker on it")
         await self._recorder.requeue(route, entry)
+
+    async def _fail(self, route: Route, entry: FileEntry, reason: str, kind: str) -> None:
+        """Settle ``entry`` ``fail``, then decide what was held back for it: a
+        duplicate of a failed file is sent (as the transfer worker asks after
+        its own settles)."""
+        await fail_file(self._files, self._publisher, self._completion, entry, reason, kind)
+        settled = await self._files.get(entry.client_id, entry.content_id)
+        if settled is not None and settled.settled:
+            for held in settled.held_duplicates or []:
+                await self._recorder.recheck(route, held.key, held.version)
 
 
 class ScheduledScan:
@@ -170,7 +174,10 @@ class ScheduledScan:
                 await pickup.stat(route.done_file_key)
             except NotFound:
                 return
-            await self._done_files.take(route)
+            try:
+                await self._done_files.take(route)
+            except RetryLater:
+                log.info("scan.done_file_busy", client_id=route.client_id)
             return
         keys = [
             info.path

@@ -49,10 +49,12 @@ from gcloud.aio.storage.storage import init_api_root
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from conveyor_shared.backends.folders import folder
 from conveyor_shared.config.models import Destination as DestinationSpec
 from conveyor_shared.config.models import GcsDestination
 from conveyor_shared.errors import (
     ConveyorError,
+    CredentialsRefused,
     IntegrityError,
     Misconfigured,
     NotFound,
@@ -132,7 +134,9 @@ def status_error(status: int, message: str, what: str, meanings: Meanings) -> Co
     408, 429, 5xx transient; a 404 naming the bucket, misconfigured; what
     ``meanings`` says for this request; anything else permanent."""
     detail = f"HTTP {status}" + (f": {message}" if message else "")
-    if status in (401, 403):
+    if status == 401:
+        return CredentialsRefused(f"{what}: the credentials were refused ({detail})")
+    if status == 403:
         return PermanentError(f"{what}: permission denied ({detail})")
     if status == 404 and "bucket does not exist" in message.lower():
         return _bucket_missing(what, detail)
@@ -233,11 +237,6 @@ def info_from_resource(path: str, resource: dict[str, Any], what: str) -> Object
         raise TransientError(f"{what}: unexpected object resource ({_safe(exc)})") from None
 
 
-def _folder(prefix: str) -> str:
-    prefix = prefix.lstrip("/")
-    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
-
-
 class GcsStore:
     """One bucket, and a folder in it (``prefix``), in Google Cloud Storage."""
 
@@ -254,10 +253,13 @@ class GcsStore:
             raise Misconfigured(f"GCS chunk size {chunk_size} is not a multiple of 256 KiB")
         self.client = client
         self.bucket = bucket
-        self.prefix = _folder(prefix)
+        self.prefix = folder(prefix)
         self.chunk_size = chunk_size
         self.resume_attempts = resume_attempts
-        self.features = Features(native_hashes=frozenset({"md5"}))
+        # GCS computes md5Hash for every object a single upload creates.
+        self.features = Features(
+            native_hashes=frozenset({"md5"}), assured_hashes=frozenset({"md5"})
+        )
 
     def key(self, path: str) -> str:
         return f"{self.prefix}{path}"
@@ -417,12 +419,13 @@ class GcsUpload:
         body = self._window.stream(start, self._chunk_end)
         self._streaming = asyncio.create_task(self._put(start, self._chunk_end, None, body))
 
-    async def commit(self) -> ObjectInfo:
+    async def commit(self, expected: Mapping[str, str] | None = None) -> ObjectInfo:
         """Send the last chunk with the total; GCS creates the object atomically,
         replacing any object of that name, and returns its metadata.
 
         Raises ``IntegrityError`` if fewer or more bytes were written than ``begin``
-        was told; the upload is then left for ``abort``.
+        was told; the upload is then left for ``abort``. ``expected`` is not
+        checked here: the object's ``md5Hash`` is returned for ``copy()`` to compare.
         """
         total = self._window.end
         if self._size is not None and total != self._size:
@@ -601,6 +604,10 @@ class GcsDestinationFactory:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=_TIMEOUT)
         return self._session
+
+    async def forget_credentials(self) -> None:
+        """Drop the clients (and tokens) made from secrets."""
+        self._clients.clear()
 
     async def close(self) -> None:
         """Close the shared HTTP session; stores opened from here stop working."""

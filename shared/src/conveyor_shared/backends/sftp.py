@@ -1,20 +1,29 @@
 """SFTP as a Destination (D6, D7; docs/transfer-sftp.md).
 
-* An upload goes to ``.conveyor-<sha1(name)[:16]>.part`` in the file's own
-  directory, then is renamed into place by ``commit()``: with the OpenSSH
-  ``posix-rename@openssh.com`` extension (atomic, replaces an existing file)
-  where the server offers it, else with a plain rename, removing an existing
-  file first if the server refuses to rename over it. In that fallback the
-  final name is briefly absent, never partial. The temporary name is fixed
-  in length (a 255-byte final name still fits) and the same on every try, so
-  a retry overwrites what a dropped attempt left behind.
+* An upload goes to ``.conveyor-<sha1(name)[:16]>-<random token>.part`` in
+  the file's own directory, then is renamed into place by ``commit()``: with
+  the OpenSSH ``posix-rename@openssh.com`` extension (atomic, replaces an
+  existing file) where the server offers it, else with a plain rename,
+  removing an existing file first if the server refuses to rename over it.
+  In that fallback the final name is briefly absent, never partial. The
+  temporary name is fixed in length (a 255-byte final name still fits) and
+  unique to the upload, so two replicas uploading the same path never share
+  one. What crashed workers left (temporary files untouched for
+  ``orphan_age``, by the server's clock) is removed when an upload begins in
+  that directory, at most once per ``orphan_age``.
 * Writes are pipelined: chunks are cut into blocks of at most 255 KiB (what
   OpenSSH accepts) and up to ``requests_in_flight`` write requests are
   outstanding at increasing offsets. Memory is bounded by that window, not by
   the file's size.
-* After the rename the file is stat'ed and its size compared; where the
-  route asks for it, ``remote_hash`` runs ``md5sum`` over an SSH exec channel
-  (as rclone does) and returns None when the server allows no commands.
+* Before the rename, ``commit()`` compares the temporary file's size and,
+  where the route asks for it, its ``md5sum`` (run over an SSH exec channel,
+  as rclone does) with the hash ``copy()`` expects: a mismatch removes the
+  temporary file, so nothing wrong ever appears under the final name. The
+  first upload asks the server once (on its new, empty temporary file)
+  whether it runs ``md5sum``; where it does, every upload assures MD5
+  (``SftpUpload.assured_hashes``) and ``copy()`` does not hash the stream
+  itself. A server that allows no commands is asked again only after
+  ``checksum_retry_seconds``.
 * The server's host key is pinned from the route's ``host_keys``; a key not
   listed there is a ``PermanentError`` naming host:port, never trusted on
   first use.
@@ -33,10 +42,10 @@ import contextlib
 import hashlib
 import posixpath
 import re
+import secrets
 import shlex
 import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +56,7 @@ from conveyor_shared.config.models import SftpDestination
 from conveyor_shared.errors import (
     AlreadyExists,
     ConveyorError,
+    CredentialsRefused,
     IntegrityError,
     Misconfigured,
     NotFound,
@@ -55,7 +65,7 @@ from conveyor_shared.errors import (
 )
 from conveyor_shared.logging import get_logger
 from conveyor_shared.secrets import SecretStore, SftpCredentials
-from conveyor_shared.transfer.protocols import Features, ObjectInfo
+from conveyor_shared.transfer.protocols import AssuredHashUnavailable, Features, ObjectInfo
 
 log = get_logger("conveyor.sftp")
 
@@ -64,6 +74,8 @@ MAX_BLOCK = 255 * 1024
 
 _HASH_COMMANDS = {"md5": "md5sum", "sha1": "sha1sum", "sha256": "sha256sum"}
 _HEX = re.compile(r"^[0-9a-f]+$")
+#: Conveyor's temporary names, this version's and the older fixed ones.
+_TEMPORARY = re.compile(r"^\.conveyor-[0-9a-f]{16}(-[0-9a-f]{12})?\.part$")
 
 CredentialsSource = Callable[[], Awaitable[SftpCredentials]]
 
@@ -104,6 +116,10 @@ class SftpTuning:
     #: A remote checksum may take this long plus one second per ``checksum_rate`` bytes.
     checksum_timeout: float = 60.0
     checksum_rate: int = 25_000_000
+    #: After a server refused ``md5sum``, uploads hash locally and ask it again after this long.
+    checksum_retry_seconds: float = 3600.0
+    #: A temporary file not written for this long is a crashed worker's and is removed.
+    orphan_age: float = 3600.0
 
     def __post_init__(self) -> None:
         if not 0 < self.block_size <= MAX_BLOCK:
@@ -154,7 +170,7 @@ def translate(exc: BaseException, what: str, server: SftpServer) -> ConveyorErro
             f"{what}: no agreement with {server.address} on host key type or cipher ({reason})"
         )
     if isinstance(exc, asyncssh.PermissionDenied):
-        return PermanentError(
+        return CredentialsRefused(
             f"{what}: {server.address} refused the credentials for user {server.username!r}"
         )
     if isinstance(exc, asyncssh.IllegalUserName | asyncssh.ProtocolNotSupported):
@@ -170,10 +186,15 @@ def _errors(what: str, server: SftpServer) -> Iterator[None]:
         raise translate(exc, what, server) from exc
 
 
-def temporary_name(name: str) -> str:
-    """The upload's name before commit: fixed-length, and the same for every try."""
+def temporary_name(name: str, token: str | None = None) -> str:
+    """An upload's name before commit: fixed-length, and unique to the upload
+    (``token``: 12 hex digits, random unless given)."""
     digest = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:16]
-    return f".conveyor-{digest}.part"
+    return f".conveyor-{digest}-{token or secrets.token_hex(6)}.part"
+
+
+def is_temporary_name(name: str) -> bool:
+    return bool(_TEMPORARY.match(name))
 
 
 def _checked_relative(path: str) -> str:
@@ -243,10 +264,14 @@ class SftpConnectionPool:
         self._slots = asyncio.Semaphore(max_sessions)
         self._idle: list[_Session] = []
         self._closed = False
-        #: Uploads to one final path take turns: they share its temporary file.
-        self._path_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        #: When each directory was last swept of orphaned temporary files (monotonic).
+        self.swept: dict[str, float] = {}
+        #: Whether the server ran the checksum command the last time it was asked
+        #: (None: not asked yet, or it timed out), and when it last refused.
+        self.checksums_run: bool | None = None
+        self.checksum_refused_at = 0.0
+        #: One upload at a time asks a server it knows nothing of whether it runs md5sum.
+        self.probing = asyncio.Lock()
         self.log = log.bind(server=server.address, user=server.username)
         #: Each is logged once per server, then only counted.
         self.noted: set[str] = set()
@@ -256,12 +281,17 @@ class SftpConnectionPool:
             self.noted.add(event)
             self.log.warning(event, **fields)
 
-    def path_lock(self, remote: str) -> asyncio.Lock:
-        """The lock that uploads to ``remote`` hold from ``begin`` to ``commit`` or ``abort``."""
-        lock = self._path_locks.get(remote)
-        if lock is None:
-            lock = self._path_locks[remote] = asyncio.Lock()
-        return lock
+    def checksums_worth_asking(self) -> bool:
+        """False while a refusal is recent: asking costs a round trip per file."""
+        if self.checksums_run is not False:
+            return True
+        return time.monotonic() - self.checksum_refused_at > self.tuning.checksum_retry_seconds
+
+    def checksum_outcome(self, ran: bool | None) -> None:
+        """Record whether the checksum command ran (None: it timed out)."""
+        self.checksums_run = ran
+        if ran is False:
+            self.checksum_refused_at = time.monotonic()
 
     async def acquire(self) -> _Session:
         """A live session for this caller alone; ``release`` it when done.
@@ -388,8 +418,10 @@ class SftpStore:
         self.server = pool.server
         self.directory = directory or "."
         self.create_directory = create_directory
+        self.verify_checksum = verify_checksum
+        # Whether MD5 is assured depends on the server; each SftpUpload says so.
         self.features = Features(
-            verify_hashes=frozenset({"md5"}) if verify_checksum else frozenset()
+            native_hashes=frozenset({"md5"}) if verify_checksum else frozenset()
         )
 
     def remote_path(self, path: str) -> str:
@@ -414,30 +446,70 @@ class SftpStore:
         return _info(path, attrs)
 
     async def begin(self, path: str, size: int | None) -> SftpUpload:
-        """Open the temporary file for ``path`` (truncating one a dropped try left).
+        """Open a new temporary file for ``path``, after removing what crashed
+        uploads left in its directory.
 
-        Holds one of the server's sessions until ``commit`` or ``abort``, and
-        waits first for any other upload of the same path in this process
-        (both would write the same temporary file). Raises
-        ``RemoteDirectoryMissing`` if the directory is missing and
+        Holds one of the server's sessions until ``commit`` or ``abort``.
+        Raises ``RemoteDirectoryMissing`` if the directory is missing and
         ``create_directory`` is off, ``PermanentError`` on permission denied.
         """
         final = self.remote_path(path)
         temp = posixpath.join(posixpath.dirname(final), temporary_name(posixpath.basename(final)))
-        lock = self.pool.path_lock(final)
-        await lock.acquire()
-        try:
-            session = await self.pool.acquire()
-        except BaseException:
-            lock.release()
-            raise
+        session = await self.pool.acquire()
         try:
             handle = await self._open_temporary(session, path, temp)
+            await self._sweep(session, temp, handle)
+            assured = await self._assured(session, path, temp)
         except BaseException:
             self.pool.release(session)
-            lock.release()
             raise
-        return SftpUpload(self, session, lock, path, final, temp, handle)
+        return SftpUpload(self, session, path, final, temp, handle, assured)
+
+    async def _assured(self, session: _Session, path: str, temp: str) -> frozenset[str]:
+        """MD5 if the server runs ``md5sum``. Not known yet, it is asked once,
+        on the new, empty temporary file, so even the first upload needs no
+        local hashing where the server can check it."""
+        if not self.verify_checksum:
+            return frozenset()
+        if self.pool.checksums_run is None:
+            async with self.pool.probing:
+                if self.pool.checksums_run is None:
+                    await self.hash_file(session, temp, "md5", path)
+                if self.pool.checksums_run is None:  # timed out: do not wait on every upload
+                    self.pool.checksum_outcome(False)
+        return frozenset({"md5"}) if self.pool.checksums_run else frozenset()
+
+    async def _sweep(self, session: _Session, temp: str, handle: asyncssh.SFTPClientFile) -> None:
+        """Remove Conveyor's temporary files in ``temp``'s directory that nothing
+        wrote to for ``orphan_age``, at most once per ``orphan_age`` per directory.
+
+        Ages are measured against the new temporary file's own time, so the
+        server's clock decides, not this machine's. Never raises: a sweep that
+        fails (a partner may forbid deleting) is logged and tried again after
+        ``orphan_age``, not at every upload.
+        """
+        parent = posixpath.dirname(temp)
+        age = self.pool.tuning.orphan_age
+        last = self.pool.swept.get(parent)
+        if last is not None and time.monotonic() - last < age:
+            return
+        self.pool.swept[parent] = time.monotonic()
+        removed = []
+        try:
+            with self._errors(f"sweep {self._describe_remote(parent)}"):
+                now = (await handle.stat()).mtime or 0
+                for entry in await session.sftp.readdir(parent):
+                    name = str(entry.filename)
+                    mtime = entry.attrs.mtime
+                    if is_temporary_name(name) and mtime is not None and mtime < now - age:
+                        with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+                            await session.sftp.remove(posixpath.join(parent, name))
+                        removed.append(name)
+        except ConveyorError as exc:
+            self.pool.log.warning("sftp.sweep_failed", directory=parent, reason=str(exc))
+            return
+        if removed:
+            self.pool.log.info("sftp.orphans_removed", directory=parent, files=removed)
 
     async def _open_temporary(
         self, session: _Session, path: str, temp: str
@@ -486,32 +558,42 @@ class SftpStore:
                 await session.sftp.rename(temp, final)
 
     async def remote_hash(self, path: str, algorithm: str) -> str | None:
-        """Run ``md5sum`` (``sha1sum``, ``sha256sum``) on the server over an exec channel.
+        """Run ``md5sum`` (``sha1sum``, ``sha256sum``) on ``path`` on the server.
+
+        Returns None as ``hash_file`` does. Raises ``NotFound`` if ``path`` is
+        gone, ``TransientError`` if the connection drops.
+        """
+        async with self.pool.session() as session:
+            return await self.hash_file(session, self.remote_path(path), algorithm, path)
+
+    async def hash_file(
+        self, session: _Session, remote: str, algorithm: str, path: str
+    ) -> str | None:
+        """Hash ``remote`` with the server's ``md5sum`` over an exec channel.
 
         Returns None, logging it once per server, when the algorithm is not
-        one of those, the server refuses commands, the command fails or
-        prints no checksum, or it runs past its timeout (a chrooted SFTP-only
-        account is the usual case). Raises ``NotFound`` if ``path`` is gone,
-        ``TransientError`` if the connection drops.
+        one of md5, sha1, sha256, the server refuses commands, the command
+        fails or prints no checksum, or it runs past its timeout (a chrooted
+        SFTP-only account is the usual case); the pool records which.
         """
         command = _HASH_COMMANDS.get(algorithm)
         if command is None:
             return None
-        remote = self.remote_path(path)
-        async with self.pool.session() as session:
-            with self._errors(f"checksum {self.describe(path)}"):
-                attrs = await session.sftp.stat(remote)
-                absolute = await session.sftp.realpath(remote)
-                timeout = self.pool.tuning.checksum_timeout + (attrs.size or 0) / (
-                    self.pool.tuning.checksum_rate
-                )
-                output = await self._run(session, f"{command} -- {shlex.quote(absolute)}", timeout)
+        with self._errors(f"checksum {self.describe(path)}"):
+            attrs = await session.sftp.stat(remote)
+            absolute = await session.sftp.realpath(remote)
+            timeout = self.pool.tuning.checksum_timeout + (attrs.size or 0) / (
+                self.pool.tuning.checksum_rate
+            )
+            output = await self._run(session, f"{command} -- {shlex.quote(absolute)}", timeout)
         if output is None:
             return None
         digest = output.split(maxsplit=1)[0].lstrip("\\").lower() if output.strip() else ""
         if not _HEX.match(digest) or len(digest) != hashlib.new(algorithm).digest_size * 2:
+            self.pool.checksum_outcome(False)
             self.pool.note_once("sftp.checksum_unavailable", command=command, output=output[:200])
             return None
+        self.pool.checksum_outcome(True)
         return digest
 
     async def _run(self, session: _Session, command: str, time_limit: float) -> str | None:
@@ -523,12 +605,15 @@ class SftpStore:
             ) as process:
                 result = await process.wait(check=False, timeout=time_limit)
         except asyncssh.ChannelOpenError as exc:
+            self.pool.checksum_outcome(False)
             self.pool.note_once("sftp.checksum_unavailable", command=program, reason=exc.reason)
             return None
         except asyncssh.TimeoutError:
+            self.pool.checksum_outcome(None)
             self.pool.log.warning("sftp.checksum_timed_out", command=program, seconds=time_limit)
             return None
         if result.exit_status != 0:
+            self.pool.checksum_outcome(False)
             stderr = _text(result.stderr)
             self.pool.note_once(
                 "sftp.checksum_unavailable",
@@ -546,9 +631,11 @@ def _text(output: bytes | str | None) -> str:
     return output or ""
 
 
-def _info(path: str, attrs: asyncssh.SFTPAttrs) -> ObjectInfo:
+def _info(
+    path: str, attrs: asyncssh.SFTPAttrs, hashes: Mapping[str, str] | None = None
+) -> ObjectInfo:
     modified = datetime.fromtimestamp(attrs.mtime, UTC) if attrs.mtime is not None else None
-    return ObjectInfo(path=path, size=attrs.size, modified=modified)
+    return ObjectInfo(path=path, size=attrs.size, modified=modified, hashes=dict(hashes or {}))
 
 
 class SftpUpload:
@@ -562,19 +649,19 @@ class SftpUpload:
         self,
         store: SftpStore,
         session: _Session,
-        lock: asyncio.Lock,
         path: str,
         final: str,
         temp: str,
         handle: asyncssh.SFTPClientFile,
+        assured: frozenset[str],
     ) -> None:
         self._store = store
         self._session: _Session | None = session
-        self._lock = lock
         self._path = path
         self._final = final
         self._temp = temp
         self._handle = handle
+        self._assured = assured
         self._what = f"upload {store.describe(path)}"
         tuning = store.pool.tuning
         self._block = tuning.block_size
@@ -582,6 +669,17 @@ class SftpUpload:
         self._pending: set[asyncio.Task[None]] = set()
         self._failure: ConveyorError | None = None
         self._offset = 0
+
+    @property
+    def assured_hashes(self) -> frozenset[str]:
+        """MD5 when the server ran ``md5sum`` before this upload began: ``commit``
+        then returns it or raises ``AssuredHashUnavailable``."""
+        return self._assured
+
+    @property
+    def temporary_path(self) -> str:
+        """Where the bytes are until ``commit`` renames them."""
+        return self._temp
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
@@ -610,12 +708,17 @@ class SftpUpload:
         finally:
             self._slots.release()
 
-    async def commit(self) -> ObjectInfo:
-        """Wait for every write, check the temporary file's size, rename it into
-        place and return the final file's stat.
+    async def commit(self, expected: Mapping[str, str] | None = None) -> ObjectInfo:
+        """Wait for every write, check the temporary file's size and (where the
+        route asks for it) its ``md5sum`` against ``expected``, rename it into
+        place and return the final file's stat, with the hash the server computed.
 
-        On failure the final name is untouched (or, with the fallback rename,
-        possibly absent) and the caller's ``abort`` removes the temporary file.
+        Raises ``IntegrityError`` on a size or hash mismatch, and
+        ``AssuredHashUnavailable`` if the server no longer runs ``md5sum``
+        though the store assured MD5 when the upload began; the temporary file
+        is then removed and the final name untouched. On any other failure the
+        final name is untouched (or, with the fallback rename, possibly absent)
+        and the caller's ``abort`` removes the temporary file.
         """
         if self._session is None:
             raise RuntimeError("upload already committed or aborted")
@@ -630,24 +733,42 @@ class SftpUpload:
             raise IntegrityError(
                 f"{self._what}: the server holds {written} bytes of {self._offset} written"
             )
+        hashes = await self._check_hash(session, expected or {})
         await self._store.rename_into_place(session, self._temp, self._final, self._what)
         with self._store._errors(self._what):
             attrs = await session.sftp.stat(self._final)
         self._session = None
-        self._finish(session)
-        return _info(self._path, attrs)
+        self._store.pool.release(session)
+        return _info(self._path, attrs, hashes)
 
-    def _finish(self, session: _Session) -> None:
-        try:
-            self._store.pool.release(session)
-        finally:
-            self._lock.release()
+    async def _check_hash(self, session: _Session, expected: Mapping[str, str]) -> dict[str, str]:
+        """The server's MD5 of the temporary file, compared with ``expected``;
+        empty when the route does not ask for it or the server cannot tell."""
+        store = self._store
+        if "md5" not in expected or not store.verify_checksum:
+            return {}
+        if "md5" not in self._assured and not store.pool.checksums_worth_asking():
+            return {}
+        digest = await store.hash_file(session, self._temp, "md5", self._path)
+        if digest is None:
+            if "md5" in self._assured:
+                await self.abort()
+                raise AssuredHashUnavailable(f"{self._what}: the server did not run md5sum")
+            return {}
+        if digest != expected["md5"].lower():
+            await self.abort()
+            raise IntegrityError(
+                f"{self._what}: md5 mismatch before rename: expected {expected['md5']}, "
+                f"the server holds {digest}; the temporary file was removed"
+            )
+        return {"md5": digest}
 
     async def abort(self) -> None:
         """Cancel outstanding writes, close and remove the temporary file.
 
-        Never raises. If the connection is gone the temporary file stays; the
-        next try of the same path truncates and reuses it.
+        Never raises. If the connection dropped, the file is removed over a
+        fresh one; if the server cannot be reached either, it stays until a
+        later upload to its directory sweeps it (``orphan_age``).
         """
         session, self._session = self._session, None
         if session is None:
@@ -659,18 +780,27 @@ class SftpUpload:
             async with asyncio.timeout(self._store.pool.tuning.cleanup_timeout):
                 with contextlib.suppress(asyncssh.Error, OSError, ValueError):
                     await self._handle.close()
-                await session.sftp.remove(self._temp)
-        except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
-            pass
-        except Exception as exc:  # abort() never raises; the retry overwrites what is left
+                if session.closed:
+                    self._store.pool.release(session)
+                    session = None
+                    async with self._store.pool.session() as fresh:
+                        await self._remove(fresh)
+                else:
+                    await self._remove(session)
+        except Exception as exc:  # abort() never raises; a later sweep removes what is left
             self._store.pool.log.warning(
                 "sftp.temporary_file_left",
                 file=self._temp,
                 reason=f"{type(exc).__name__}: {getattr(exc, 'reason', '') or exc}",
-                note="the next try of this path overwrites it",
+                note="removed by a later upload to this directory once it is old",
             )
         finally:
-            self._finish(session)
+            if session is not None:
+                self._store.pool.release(session)
+
+    async def _remove(self, session: _Session) -> None:
+        with contextlib.suppress(asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
+            await session.sftp.remove(self._temp)
 
 
 class SftpDestinationFactory:
@@ -720,6 +850,10 @@ class SftpDestinationFactory:
             create_directory=spec.create_directory,
             verify_checksum=spec.verify_checksum,
         )
+
+    async def forget_credentials(self) -> None:
+        """Nothing to drop here: each new connection asks the secret store,
+        which the caller has told to read again."""
 
     async def close(self) -> None:
         pools, self._pools = list(self._pools.values()), {}

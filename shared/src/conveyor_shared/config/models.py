@@ -138,10 +138,27 @@ class Route(_Strict):
     bypass_file_checks: bool = False
     #: Hold every file until ``<client_id>.done`` appears, then send them as one batch (D3).
     trigger_on_done_file: bool = False
+    #: The least check a delivery needs (B1). Every hash either side vouches for
+    #: is compared either way; ``checksum`` also fails, permanently, a file
+    #: whose content no hash could check (only its size), instead of
+    #: delivering it size-checked. ``size`` is the default so existing routes
+    #: keep delivering from sources and to servers that offer no hash.
+    verify: Literal["checksum", "size"] = "size"
     #: What happens to a delivered file in the pick-up.
     after_delivery: Literal["delete", "keep", "archive"] = "delete"
     #: Where ``after_delivery: archive`` moves delivered files.
     archive: S3Location | None = None
+    #: Seconds between a failed attempt and the next one, after the first and
+    #: the second failure; the third failure is final (D7). Sized for a
+    #: partner's maintenance window, not for a blip: blips are retried within
+    #: the attempt. SQS holds the message invisible meanwhile (at most 12 h).
+    retry_delays_seconds: list[Annotated[int, Field(ge=0, le=43000)]] = Field(
+        default_factory=lambda: [60, 600], min_length=2, max_length=2
+    )
+
+    def retry_delay(self, failed_attempts: int) -> int:
+        """Seconds before the next attempt after ``failed_attempts`` failures."""
+        return self.retry_delays_seconds[min(failed_attempts, 2) - 1]
 
     @model_validator(mode="after")
     def _archive_needs_a_place(self) -> Route:

@@ -10,11 +10,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from conveyor_shared.config.models import DESTINATION_TYPES, Route, RoutesFile
+from conveyor_shared.config.models import DESTINATION_TYPES, ClientId, RoutesFile, S3Location
+
+T = TypeVar("T")
+
+#: Where the scanner moves a refused pick-up file, in the pick-up's own bucket
+#: (``conveyor-quarantine/<original key>``); no pick-up may contain it.
+QUARANTINE_PREFIX = "conveyor-quarantine/"
 
 #: Keys that would put a credential into the file itself.
 INLINE_SECRET_KEYS = frozenset(
@@ -115,41 +121,86 @@ def _field_problems(raw: Any, inline: list[Problem]) -> tuple[RoutesFile | None,
         return None, problems
 
 
-def _parsed_routes(raw: Mapping[str, Any]) -> list[tuple[int, Route]]:
-    """Each route that is valid on its own, with its index: cross-route checks
-    still run when another route has a field error."""
+@dataclass(frozen=True)
+class _RouteKeys:
+    """The fields of one route that other routes are checked against; a field
+    that is itself invalid is None (its own problem is reported already)."""
+
+    index: int
+    name: str | None
+    client_id: str | None
+    pickup: S3Location | None
+    archive: S3Location | None
+
+
+def _valid(adapter: TypeAdapter[T], value: Any) -> T | None:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return None
+
+
+_NAME: TypeAdapter[str] = TypeAdapter(str)
+_CLIENT_ID: TypeAdapter[str] = TypeAdapter(ClientId)
+_LOCATION: TypeAdapter[S3Location] = TypeAdapter(S3Location)
+
+
+def _route_keys(raw: Mapping[str, Any]) -> list[_RouteKeys]:
+    """Each route's identifying fields, taken one field at a time: duplicates
+    and overlaps are found even in a route that has field errors elsewhere."""
     routes = raw.get("routes")
-    parsed = []
+    keys = []
     for index, item in enumerate(routes if isinstance(routes, list) else []):
-        try:
-            parsed.append((index, Route.model_validate(item)))
-        except ValidationError:
+        if not isinstance(item, Mapping):
             continue
-    return parsed
+        archive = item.get("archive")
+        keys.append(
+            _RouteKeys(
+                index,
+                _valid(_NAME, item.get("name")),
+                _valid(_CLIENT_ID, item.get("client_id")),
+                _valid(_LOCATION, item.get("pickup")),
+                None if archive is None else _valid(_LOCATION, archive),
+            )
+        )
+    return keys
 
 
-def _cross_route_problems(routes: list[tuple[int, Route]]) -> Iterator[Problem]:
-    for position, (i, route) in enumerate(routes):
-        for j, other in routes[:position]:
-            if route.client_id == other.client_id:
-                yield Problem(
-                    f"routes[{i}].client_id",
-                    f"duplicate client id {route.client_id!r} (also routes[{j}])",
-                )
-            if route.name == other.name:
-                yield Problem(f"routes[{i}].name", f"duplicate route name (also routes[{j}])")
-            if route.pickup.overlaps(other.pickup):
-                yield Problem(
-                    f"routes[{i}].pickup",
-                    f"{route.pickup} overlaps routes[{j}].pickup {other.pickup}: "
-                    "a file would belong to two clients",
-                )
-            for a, b, a_index in ((route, other, i), (other, route, j)):
-                if a.archive is not None and a.archive.overlaps(b.pickup):
-                    yield Problem(
-                        f"routes[{a_index}].archive",
-                        f"{a.archive} overlaps the pick-up of client {b.client_id}",
-                    )
+def _pair_problems(route: _RouteKeys, other: _RouteKeys) -> Iterator[Problem]:
+    i, j = route.index, other.index
+    if route.client_id is not None and route.client_id == other.client_id:
+        yield Problem(
+            f"routes[{i}].client_id",
+            f"duplicate client id {route.client_id!r} (also routes[{j}])",
+        )
+    if route.name is not None and route.name == other.name:
+        yield Problem(f"routes[{i}].name", f"duplicate route name (also routes[{j}])")
+    if route.pickup and other.pickup and route.pickup.overlaps(other.pickup):
+        yield Problem(
+            f"routes[{i}].pickup",
+            f"{route.pickup} overlaps routes[{j}].pickup {other.pickup}: "
+            "a file would belong to two clients",
+        )
+    for a, b in ((route, other), (other, route)):
+        if a.archive and b.pickup and a.archive.overlaps(b.pickup):
+            yield Problem(
+                f"routes[{a.index}].archive",
+                f"{a.archive} overlaps the pick-up of client {b.client_id or f'routes[{b.index}]'}",
+            )
+
+
+def _cross_route_problems(routes: list[_RouteKeys]) -> Iterator[Problem]:
+    for position, route in enumerate(routes):
+        if route.pickup and route.pickup.overlaps(
+            S3Location(bucket=route.pickup.bucket, prefix=QUARANTINE_PREFIX)
+        ):
+            yield Problem(
+                f"routes[{route.index}].pickup",
+                f"{route.pickup} overlaps s3://{route.pickup.bucket}/{QUARANTINE_PREFIX}, "
+                "where refused files are moved",
+            )
+        for other in routes[:position]:
+            yield from _pair_problems(route, other)
 
 
 def _order(problem: Problem) -> tuple[tuple[int, str], ...]:
@@ -167,7 +218,7 @@ def validate_routes(raw: Any, source: str = "routes file") -> RoutesFile:
         raise ConfigError(source, [Problem("(file)", "expected a mapping with a 'routes' list")])
     inline = list(_inline_secrets(raw))
     model, problems = _field_problems(raw, inline)
-    problems = inline + problems + list(_cross_route_problems(_parsed_routes(raw)))
+    problems = inline + problems + list(_cross_route_problems(_route_keys(raw)))
     if problems:
         raise ConfigError(source, sorted(problems, key=_order))
     assert model is not None

@@ -20,6 +20,11 @@ class DestinationFactory(Protocol):
         cannot be reached."""
         ...
 
+    async def forget_credentials(self) -> None:
+        """Drop credentials and clients made from them, so the next ``open``
+        reads each secret again (after a refused login)."""
+        ...
+
     async def close(self) -> None:
         """Close every pooled connection."""
         ...

@@ -16,12 +16,13 @@ from pydantic_settings import NoDecode
 
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.delivery.destinations import DestinationFactory
+from conveyor_shared.delivery.held import HeldDuplicates
 from conveyor_shared.delivery.jobs import JobCompletion
 from conveyor_shared.delivery.worker import DeadLetterHandler, DeliveryWorker
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
 from conveyor_shared.messaging.consumer import QueueConsumer
-from conveyor_shared.messaging.publisher import EventPublisher
+from conveyor_shared.messaging.publisher import CommandSender, EventPublisher
 from conveyor_shared.runtime import AwsClients, open_clients, run_consumers, stop_event_on_signals
 from conveyor_shared.secrets import SecretStore
 from conveyor_shared.settings import ConveyorSettings
@@ -34,13 +35,18 @@ def _comma_separated(value: object) -> object:
 
 
 class TransferSettings(ConveyorSettings):
-    #: How long a claimed file stays ours without progress before another
-    #: message may take it over. Progress reports extend it.
-    lease_seconds: int = Field(default=300, ge=30)
+    #: How long a claimed file stays ours unless renewed; the worker renews it
+    #: every third of this while it works, so another replica takes the file
+    #: over this long after a worker died.
+    lease_seconds: int = Field(default=60, ge=3)
+    #: On SIGTERM, how long transfers in flight may run on before they are
+    #: interrupted and handed back (keep it below the container stop timeout).
+    drain_seconds: float = Field(default=90.0, ge=0)
     #: Compare checksums after upload (sizes are always compared).
     verify: bool = True
-    #: Seconds before a failed attempt's message is received again, by attempt
-    #: (``CONVEYOR_RETRY_DELAYS=2,10,30``); the third failure goes to the DLQ.
+    #: Seconds before a message whose handler crashed unexpectedly is received
+    #: again, by receive (``CONVEYOR_RETRY_DELAYS=2,10,30``). A failed delivery
+    #: attempt waits for its route's ``retry_delays_seconds`` instead.
     retry_delays: Annotated[list[int], NoDecode, BeforeValidator(_comma_separated)] = Field(
         default_factory=lambda: [2, 10, 30], min_length=1
     )
@@ -69,6 +75,9 @@ async def run_transfer_service(
             aws.sns, await aws.topic_arn(names.events_topic, settings.region)
         )
         completion = JobCompletion(files, jobs, publisher)
+        queue = names.transfer_queue(destination_type)
+        queue_url = await aws.queue_url(queue)
+        held = HeldDuplicates(aws.sqs, await aws.queue_url(names.scanner_queue))
         worker = DeliveryWorker(
             destination_type=destination_type,
             files=files,
@@ -77,27 +86,37 @@ async def run_transfer_service(
             s3_client=aws.s3,
             publisher=publisher,
             completion=completion,
+            secrets=secrets,
+            after_settle=held.release,
             lease_seconds=settings.lease_seconds,
             verify=settings.verify,
         )
-        queue = names.transfer_queue(destination_type)
+        dead_letters = DeadLetterHandler(
+            files,
+            publisher,
+            completion,
+            requeue=CommandSender(aws.sqs, queue_url),
+            after_settle=held.release,
+        )
         consumers = [
             QueueConsumer(
                 aws.sqs,
-                await aws.queue_url(queue),
+                queue_url,
                 worker.handle,
                 concurrency=settings.concurrency,
                 visibility_timeout=settings.visibility_timeout,
                 wait_seconds=settings.receive_wait_seconds,
                 retry_delays=settings.retry_delays,
+                drain_seconds=settings.drain_seconds,
             ),
             QueueConsumer(
                 aws.sqs,
                 await aws.queue_url(names.dead_letter_queue(queue)),
-                DeadLetterHandler(files, publisher, completion).handle,
+                dead_letters.handle,
                 concurrency=2,
                 visibility_timeout=60,
                 wait_seconds=settings.receive_wait_seconds,
+                drain_seconds=settings.drain_seconds,
             ),
         ]
         log.info("service.started", queue=queue, instance=uuid.uuid4().hex[:8])

@@ -1,22 +1,30 @@
 """What a transfer service does with each ``transfer.requested`` message (D6, D7, A3).
 
-1. Claim the file in the ledger (a conditional write that also counts the
-   attempt). A settled file, a file of another job, or a file whose lease
-   another live worker holds is not transferred again: duplicates are harmless.
-2. Stream it from the pick-up to the destination with ``copy()``, retrying
-   transient errors within the attempt, recording progress (which also
-   extends the lease).
-3. Settle it ``success`` and count it in its job, in one transaction; then
-   apply the route's after-delivery action and finish the job if complete.
+1. Claim the file in the ledger under a token made for this claim (a
+   conditional write that also counts the attempt). A settled file or a file
+   of another job is not transferred again; a file whose lease another live
+   worker holds keeps its message until that lease ends.
+2. Stream exactly the recorded S3 version to the destination with
+   ``copy()``, retrying blips within the attempt, while the lease is renewed
+   in the background; a worker that loses its lease stops the transfer.
+3. Settle it ``success`` (with how it was verified) and count it in its job,
+   in one transaction; only then apply the route's after-delivery action to
+   that version, and finish the job if complete.
 
-A transient failure is recorded and re-raised: SQS redelivers the message and,
-after the third receive, moves it to the dead-letter queue, where
-``DeadLetterHandler`` settles the file ``fail``. A permanent failure (bad
-credentials, unknown host key, permission denied, source gone) settles the
-file ``fail`` at once: retrying it would only repeat the error.
+A failed attempt is recorded in the file's history and its message comes back
+after the route's retry delay (``retry_delays_seconds``, sized for outages).
+After the third failure the message goes on to the dead-letter queue, where
+``DeadLetterHandler`` settles the file ``fail``. A permanent failure (unknown
+host key, permission denied, source gone) settles the file ``fail`` at once;
+a refused login first reads the secret again, in case it was rotated.
 """
 
 from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeVar
 
 import structlog
 from stamina import retry
@@ -26,17 +34,28 @@ from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.config.models import Route
 from conveyor_shared.delivery.destinations import DestinationFactory, destination_path
 from conveyor_shared.delivery.jobs import JobCompletion
-from conveyor_shared.errors import NotFound, PermanentError, TransientError
-from conveyor_shared.identity import content_id
+from conveyor_shared.errors import (
+    ConveyorError,
+    CredentialsRefused,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
+from conveyor_shared.identity import etag_of
+from conveyor_shared.ledger.claims import new_owner
+from conveyor_shared.ledger.dynamo import epoch
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.models import FileEntry, FileStatus
-from conveyor_shared.messaging.consumer import ReceivedMessage, RetryLater
+from conveyor_shared.messaging.consumer import LeaveMessage, ReceivedMessage, RetryLater
 from conveyor_shared.messaging.envelopes import MalformedMessage, parse_body
 from conveyor_shared.messaging.models import FileFailed, TransferRequested
-from conveyor_shared.messaging.publisher import EventPublisher
+from conveyor_shared.messaging.publisher import CommandSender, EventPublisher
+from conveyor_shared.secrets import SecretStore
 from conveyor_shared.transfer.copy import CopyResult, copy
+from conveyor_shared.transfer.protocols import ObjectInfo
 
 log = structlog.get_logger("conveyor.delivery")
+T = TypeVar("T")
 
 
 def parse_transfer(body: str) -> TransferRequested:
@@ -55,6 +74,13 @@ def _bind(command: TransferRequested) -> None:
     )
 
 
+AfterSettle = Callable[[FileEntry], Awaitable[None]]
+
+
+class LeaseLost(ConveyorError):
+    """Another worker took the file over: this attempt stops where it is."""
+
+
 class DeliveryWorker:
     def __init__(
         self,
@@ -66,8 +92,11 @@ class DeliveryWorker:
         s3_client: object,
         publisher: EventPublisher,
         completion: JobCompletion,
-        lease_seconds: int = 300,
+        secrets: SecretStore | None = None,
+        after_settle: AfterSettle | None = None,
+        lease_seconds: int = 60,
         verify: bool = True,
+        max_attempts: int = 3,
     ) -> None:
         self._type = destination_type
         self._files = files
@@ -76,13 +105,16 @@ class DeliveryWorker:
         self._s3 = s3_client
         self._publisher = publisher
         self._completion = completion
+        self._secrets = secrets
+        self._after_settle = after_settle
         self._lease = lease_seconds
         self._verify = verify
+        self._max_attempts = max_attempts
 
     async def handle(self, message: ReceivedMessage) -> None:
         command = parse_transfer(message.body)
         _bind(command)
-        owner = message.message_id
+        owner = new_owner()
         entry = await self._files.claim(
             command.client_id, command.content_id, command.job_id, owner, self._lease
         )
@@ -97,46 +129,41 @@ class DeliveryWorker:
                 else f"route's destination is now {route.destination.type}, not {self._type}; "
                 "resend the file"
             )
-            await fail_file(
-                self._files,
-                self._publisher,
-                self._completion,
-                entry,
-                reason,
-                "permanent",
-                owner=owner,
-            )
+            await self._fail(entry, reason, "permanent", owner)
             return
         log.info(
             "transfer.started", attempt=entry.send_attempts, size=entry.size, destination=self._type
         )
         try:
-            result, where = await self._deliver(route, command, owner)
+            result, where = await self._holding(entry, owner, self._deliver(route, entry, owner))
+        except asyncio.CancelledError:
+            # A graceful stop or a lost message: free the file for the next
+            # receiver at once, and do not count this attempt as one of three.
+            if await asyncio.shield(
+                self._files.release_claim(entry.client_id, entry.content_id, owner)
+            ):
+                log.warning("transfer.released", reason="interrupted; not counted as an attempt")
+            raise
+        except LeaseLost as exc:
+            log.warning("transfer.lease_lost", reason=str(exc))
+            raise LeaveMessage(str(exc)) from None
         except PermanentError as exc:
-            await fail_file(
-                self._files,
-                self._publisher,
-                self._completion,
-                entry,
-                str(exc),
-                "permanent",
-                owner=owner,
-            )
+            await self._fail(entry, str(exc), "permanent", owner)
             return
         except Exception as exc:
-            kind = "transient" if isinstance(exc, TransientError) else type(exc).__name__
-            await self._files.record_attempt_failure(
-                entry.client_id, entry.content_id, owner, str(exc) or kind, kind
-            )
-            log.warning(
-                "transfer.attempt_failed",
-                attempt=entry.send_attempts,
-                error=str(exc),
-                error_kind=kind,
-            )
-            raise
-        if not await self._files.settle(entry, FileStatus.SUCCESS, owner=owner, delivered_to=where):
+            await self._attempt_failed(route, entry, owner, exc)
+        if not await self._files.settle(
+            entry,
+            FileStatus.SUCCESS,
+            owner=owner,
+            delivered_to=where,
+            verified_by=result.verified_by,
+            bytes_done=result.size,
+        ):
+            # Someone else holds or settled the file now: what happens to the
+            # pick-up, and to the message they may share with us, is theirs.
             log.warning("transfer.lease_lost", reason="settled by another worker meanwhile")
+            raise LeaveMessage("the file was taken over before it was settled")
         log.info(
             "transfer.delivered",
             to=where,
@@ -144,46 +171,137 @@ class DeliveryWorker:
             seconds=round(result.seconds, 3),
             mb_per_s=round(result.size / max(result.seconds, 1e-6) / 1e6, 1),
             server_side=result.server_side,
-            verified=list(result.verified),
+            verified_by=result.verified_by,
             attempt=entry.send_attempts,
         )
-        await self._after_delivery(route, command)
+        await self._settled(entry)
+        await self._after_delivery(route, entry)
         await self._completion.settle_job(command.job_id)
 
-    @retry(on=TransientError, attempts=3, wait_initial=0.5, wait_max=10.0, timeout=None)
-    async def _deliver(
-        self, route: Route, command: TransferRequested, owner: str
-    ) -> tuple[CopyResult, str]:
-        source = S3Store(self._s3, command.source.bucket)
+    async def _attempt_failed(
+        self, route: Route, entry: FileEntry, owner: str, exc: Exception
+    ) -> NoReturn:
+        kind = "transient" if isinstance(exc, TransientError) else type(exc).__name__
+        await self._files.record_attempt_failure(
+            entry.client_id, entry.content_id, owner, str(exc) or kind, kind
+        )
+        final = entry.send_attempts >= self._max_attempts
+        # After the last attempt the message goes straight on to the
+        # dead-letter queue, whose consumer settles the file ``fail`` (D7).
+        delay = 0 if final else route.retry_delay(entry.send_attempts)
+        log.warning(
+            "transfer.attempt_failed",
+            attempt=entry.send_attempts,
+            error=str(exc),
+            error_kind=kind,
+            next_attempt_in=None if final else delay,
+        )
+        raise RetryLater(delay, f"attempt {entry.send_attempts} failed: {exc}") from exc
+
+    async def _fail(self, entry: FileEntry, reason: str, kind: str, owner: str) -> None:
+        await fail_file(
+            self._files, self._publisher, self._completion, entry, reason, kind, owner=owner
+        )
+        await self._settled(entry)
+
+    async def _settled(self, entry: FileEntry) -> None:
+        """Run the after-settle hook with the entry as it is now: duplicates may
+        have been held for it while it was in flight."""
+        if self._after_settle is None:
+            return
+        settled = await self._files.get(entry.client_id, entry.content_id)
+        if settled is not None:
+            await self._after_settle(settled)
+
+    async def _holding(self, entry: FileEntry, owner: str, work: Awaitable[T]) -> T:
+        """Run ``work`` while renewing the file's lease; stop it if the lease is lost.
+
+        The lease is renewed every third of its length whatever the transfer
+        is doing (connecting, committing, a server-side copy), so only a
+        worker that cannot reach DynamoDB, or is not running at all, loses it.
+        """
+        task = asyncio.ensure_future(work)
+        lost: list[str] = []
+
+        async def renew() -> None:
+            confirmed = time.monotonic()
+            while True:
+                await asyncio.sleep(self._lease / 3)
+                try:
+                    held = await self._files.renew_lease(
+                        entry.client_id, entry.content_id, owner, self._lease
+                    )
+                except Exception as exc:
+                    log.warning("lease.renew_failed", error=str(exc))
+                    held = time.monotonic() - confirmed < self._lease * 2 / 3
+                else:
+                    confirmed = time.monotonic()
+                if not held:
+                    lost.append("the file's lease was taken over or could not be renewed")
+                    task.cancel()
+                    return
+
+        keeper = asyncio.create_task(renew())
         try:
-            head = await source.head(command.source.key)
-        except NotFound:
-            raise PermanentError(
-                f"{command.source.uri} was deleted from the pick-up before delivery"
-            ) from None
-        if content_id(head, command.source.key) != command.content_id:
-            raise PermanentError(
-                f"{command.source.uri} was replaced by different content before delivery; "
-                "the new upload is handled as a file of its own"
-            )
+            return await task
+        except asyncio.CancelledError:
+            if lost and not _cancelling():
+                raise LeaseLost(lost[0]) from None
+            raise
+        finally:
+            keeper.cancel()
+
+    @retry(on=TransientError, attempts=3, wait_initial=0.5, wait_max=10.0, timeout=None)
+    async def _deliver(self, route: Route, entry: FileEntry, owner: str) -> tuple[CopyResult, str]:
+        try:
+            return await self._copy(route, entry, owner)
+        except CredentialsRefused:
+            if self._secrets is None:
+                raise
+        # The secret may have been rotated since it was read: read it once more.
+        log.warning("credentials.refused", action="reading the secret again")
+        self._secrets.forget()
+        await self._destinations.forget_credentials()
+        return await self._copy(route, entry, owner)
+
+    async def _copy(self, route: Route, entry: FileEntry, owner: str) -> tuple[CopyResult, str]:
+        source = S3Store(self._s3, entry.source_bucket).pinned(
+            entry.source_key, entry.source_version
+        )
+        info = await self._source_info(source, entry)
         destination = await self._destinations.open(route.destination)
-        path = destination_path(route, command.source.key)
+        path = destination_path(route, entry.source_key)
 
         async def progress(done: int) -> None:
             if not await self._files.record_progress(
-                command.client_id, command.content_id, owner, done, self._lease
+                entry.client_id, entry.content_id, owner, done, self._lease
             ):
-                raise TransientError("lost the file's lease to another worker")
+                raise LeaseLost("another worker holds the file's lease now")
 
         result = await copy(
             source,
-            info_from_head(command.source.key, head),
+            info,
             destination,
             path,
-            verify=self._verify,
+            verify=self._verify or route.verify == "checksum",
+            require_checksum=route.verify == "checksum",
             progress=progress,
         )
         return result, destination.describe(path)
+
+    async def _source_info(self, source: S3Store, entry: FileEntry) -> ObjectInfo:
+        """The recorded version of the picked-up file, and nothing newer."""
+        uri = f"s3://{entry.source_bucket}/{entry.source_key}"
+        try:
+            head = await source.head(entry.source_key)
+        except NotFound:
+            raise PermanentError(f"{uri} was deleted from the pick-up before delivery") from None
+        if entry.source_etag and etag_of(head) != entry.source_etag:
+            raise PermanentError(
+                f"{uri} was replaced by different content before delivery; "
+                "the new upload is handled as a file of its own"
+            )
+        return info_from_head(entry.source_key, head)
 
     async def _not_claimed(self, command: TransferRequested) -> None:
         entry = await self._files.get(command.client_id, command.content_id)
@@ -202,26 +320,26 @@ class DeliveryWorker:
             if entry.status is FileStatus.SUCCESS:
                 route = (await self._routes.get()).route_for_client(command.client_id)
                 if route is not None:
-                    await self._after_delivery(route, command)
+                    await self._after_delivery(route, entry)
             await self._completion.settle_job(command.job_id)
         else:
-            log.info(
-                "transfer.skipped",
-                reason="another worker holds this file",
-                lease_owner=entry.lease_owner,
-            )
+            # Keep the message until the holder settles or its lease runs out:
+            # if that worker died, this message is what delivers the file.
+            wait = max(1, (entry.lease_expires or 0) - epoch()) + 1
+            raise RetryLater(wait, f"another worker holds this file for {wait} s more")
 
-    async def _after_delivery(self, route: Route, command: TransferRequested) -> None:
+    async def _after_delivery(self, route: Route, entry: FileEntry) -> None:
+        """Apply the route's after-delivery action to exactly the delivered version."""
         if route.after_delivery == "keep":
             return
-        pickup = S3Store(self._s3, command.source.bucket)
+        pickup = S3Store(self._s3, entry.source_bucket)
+        key, version = entry.source_key, entry.source_version
         try:
             if route.after_delivery == "archive" and route.archive is not None:
                 archive = S3Store(self._s3, route.archive.bucket, route.archive.prefix)
-                relative = destination_path(route, command.source.key)
-                info = await pickup.stat(command.source.key)
-                await archive.copy_from(pickup, info, relative)
-            await pickup.delete(command.source.key)
+                info = await pickup.stat(key, version)
+                await archive.copy_from(pickup, info, destination_path(route, key))
+            await pickup.delete(key, version)
         except NotFound:
             pass  # already moved by an earlier attempt
         except Exception as exc:
@@ -229,7 +347,14 @@ class DeliveryWorker:
             # recognised as already delivered and not sent again.
             log.error("pickup.cleanup_failed", action=route.after_delivery, error=str(exc))
             return
-        log.info("pickup.cleaned", action=route.after_delivery, key=command.source.key)
+        log.info("pickup.cleaned", action=route.after_delivery, key=key, version=version)
+
+
+def _cancelling() -> bool:
+    """Whether the running task itself is being cancelled (a stop), as opposed
+    to a child task cancelled by a lost lease."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def fail_file(
@@ -260,17 +385,31 @@ async def fail_file(
 
 class DeadLetterHandler:
     """Consumes a transfer queue's dead-letter queue: a message lands there after
-    its third failed receive, and its file becomes ``fail`` (D7)."""
+    its third failed receive, and its file becomes ``fail`` (D7).
 
-    #: An unreadable dead letter stays for an operator; look again after this long.
+    Receives that made no attempt (a wait for another worker's lease, a
+    release on stop) count towards the queue's limit too; a file that has not
+    used its attempts is sent back to the work queue instead of failed."""
+
+    #: An unreadable dead letter stays for an operator; the consumer cuts this
+    #: to what SQS allows (12 hours from the receive).
     PARK_SECONDS = 12 * 3600
 
     def __init__(
-        self, files: FileLedger, publisher: EventPublisher, completion: JobCompletion
+        self,
+        files: FileLedger,
+        publisher: EventPublisher,
+        completion: JobCompletion,
+        requeue: CommandSender | None = None,
+        max_attempts: int = 3,
+        after_settle: AfterSettle | None = None,
     ) -> None:
+        self._after_settle = after_settle
         self._files = files
         self._publisher = publisher
         self._completion = completion
+        self._requeue = requeue
+        self._max_attempts = max_attempts
 
     async def handle(self, message: ReceivedMessage) -> None:
         try:
@@ -288,6 +427,17 @@ class DeadLetterHandler:
         if entry.settled:
             await self._completion.settle_job(entry.job_id)
             return
+        if entry.lease_owner is not None and (entry.lease_expires or 0) >= epoch():
+            wait = (entry.lease_expires or 0) - epoch() + 1
+            raise RetryLater(wait, "a worker is still delivering this file")
+        if entry.send_attempts < self._max_attempts and self._requeue is not None:
+            await self._requeue.send(command)
+            log.warning(
+                "dead_letter.requeued",
+                attempts=entry.send_attempts,
+                reason="receives without an attempt reached the queue's limit",
+            )
+            return
         reason = f"failed {entry.send_attempts} attempts; last error: {entry.last_error or 'none'}"
         await fail_file(
             self._files,
@@ -297,3 +447,6 @@ class DeadLetterHandler:
             reason,
             entry.error_kind or "exhausted",
         )
+        settled = await self._files.get(entry.client_id, entry.content_id)
+        if self._after_settle is not None and settled is not None:
+            await self._after_settle(settled)

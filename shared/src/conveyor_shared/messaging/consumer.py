@@ -68,6 +68,12 @@ class RetryLater(Exception):
         self.delay = delay
 
 
+class LeaveMessage(Exception):
+    """Raised by a handler that must neither delete nor touch its message: the
+    work passed to another receiver, which may hold this very message now
+    (SQS honours an older receipt handle too)."""
+
+
 Handler = Callable[[ReceivedMessage], Awaitable[None]]
 
 
@@ -187,6 +193,8 @@ class QueueConsumer:
             self._log.error(
                 "message.abandoned", reason="its visibility could not be extended any more"
             )
+        except LeaveMessage as exc:
+            self._log.warning("message.left", reason=str(exc))
         except MalformedMessage as exc:
             # Visible again at once: its receive count climbs to the redrive
             # limit within seconds and an operator finds it in the DLQ.

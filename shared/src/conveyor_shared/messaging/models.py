@@ -60,6 +60,20 @@ class ScanRequested(_Message):
     reason: str = "schedule"
 
 
+class PickupRecheck(_Message):
+    """Decide again one pick-up file that was held back as a duplicate of a
+    file then in flight (sent once that file settled): remove it if the
+    original was delivered, send it if the original failed."""
+
+    kind: Literal["pickup.recheck"] = "pickup.recheck"
+    v: Literal[1] = 1
+    bucket: str
+    key: str
+    #: The held upload's S3 VersionId (or LastModified, unversioned); a newer
+    #: upload of the same key is a file of its own and is left alone.
+    version: str
+
+
 # --- Events: published on the SNS topic ---------------------------------------------------
 
 
@@ -115,7 +129,7 @@ class FileReceived(_Message):
 
 
 Event = Annotated[JobStarted | JobFinished | FileFailed | FileReceived, Field(discriminator="kind")]
-Command = Annotated[TransferRequested | ScanRequested, Field(discriminator="kind")]
+Command = Annotated[TransferRequested | ScanRequested | PickupRecheck, Field(discriminator="kind")]
 
 
 # --- What S3 sends ------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """Source/Destination protocols, features, and the one ``copy()``."""
 
-from conveyor_shared.transfer.copy import CopyResult, copy
+from conveyor_shared.transfer.copy import ChecksumRequired, CopyResult, copy
 from conveyor_shared.transfer.protocols import (
+    AssuredHashUnavailable,
     Destination,
     Features,
-    HashVerifier,
     ObjectInfo,
     ServerSideCopier,
     Source,
@@ -12,10 +12,11 @@ from conveyor_shared.transfer.protocols import (
 )
 
 __all__ = [
+    "AssuredHashUnavailable",
+    "ChecksumRequired",
     "CopyResult",
     "Destination",
     "Features",
-    "HashVerifier",
     "ObjectInfo",
     "ServerSideCopier",
     "Source",

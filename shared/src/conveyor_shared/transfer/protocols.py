@@ -11,11 +11,13 @@ directory) and use ``/`` as the separator.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
+
+from conveyor_shared.errors import TransientError
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,15 @@ class ObjectInfo:
 class Features:
     #: ``copy_from`` can copy without the bytes passing through Conveyor.
     server_side_copy: bool = False
-    #: Hashes the destination computes itself from what it received; ``copy()``
-    #: compares them with what it read from the source.
+    #: Hashes the destination may compute itself over what it holds and return
+    #: from ``Upload.commit``; ``copy()`` compares them with the source's.
     native_hashes: frozenset[str] = frozenset()
-    #: Hashes the destination can compute on request after upload (SFTP ``md5sum``).
-    verify_hashes: frozenset[str] = frozenset()
+    #: Of those, the ones every commit returns for sure (GCS's ``md5Hash``):
+    #: ``copy()`` skips hashing them while streaming. Anything not assured (an
+    #: SFTP ``md5sum`` the server may refuse, an S3 multipart ETag) is also
+    #: hashed while streaming, so the bytes are checked whatever the
+    #: destination then reports. An ``AssuringUpload`` overrides this.
+    assured_hashes: frozenset[str] = frozenset()
 
 
 @runtime_checkable
@@ -68,14 +74,41 @@ class Upload(Protocol):
         """Append ``chunk``. Raises ``TransientError`` if the connection fails."""
         ...
 
-    async def commit(self) -> ObjectInfo:
+    async def commit(self, expected: Mapping[str, str] | None = None) -> ObjectInfo:
         """Make the object visible under its final name, atomically, replacing any
-        object already there, and return what the destination now holds."""
+        object already there, and return what the destination now holds.
+
+        ``expected`` are the hashes the bytes should have. A destination that can
+        hash what it holds before making it visible (SFTP ``md5sum`` on the
+        temporary file) compares them first: on a mismatch it discards the
+        upload and raises ``IntegrityError``, and nothing appears under the
+        final name. Raises ``AssuredHashUnavailable`` (nothing visible) when it
+        cannot compute a hash it assured (``Features.assured_hashes``, or an
+        ``AssuringUpload``'s own). The
+        returned ``hashes`` are only those the destination computed itself.
+        """
         ...
 
     async def abort(self) -> None:
         """Discard what was written. Never raises; safe to call after a failure."""
         ...
+
+
+class AssuredHashUnavailable(TransientError):
+    """``commit`` could not compute a hash the destination had assured (an SFTP
+    server that ran ``md5sum`` before refuses it now). Nothing was made visible;
+    ``copy()`` streams the file once more, hashing it itself."""
+
+
+@runtime_checkable
+class AssuringUpload(Protocol):
+    """An upload that decides its own assured hashes, because they depend on
+    what its destination learned about the server (SFTP: whether ``md5sum``
+    runs there). ``copy()`` then trusts these, not ``Features.assured_hashes``,
+    and the upload keeps exactly this promise in ``commit``."""
+
+    @property
+    def assured_hashes(self) -> frozenset[str]: ...
 
 
 @runtime_checkable
@@ -102,16 +135,19 @@ class Destination(Protocol):
 
 @runtime_checkable
 class ServerSideCopier(Protocol):
-    async def copy_from(self, source: Source, info: ObjectInfo, path: str) -> ObjectInfo | None:
+    async def copy_from(
+        self,
+        source: Source,
+        info: ObjectInfo,
+        path: str,
+        *,
+        progress: Callable[[int], Awaitable[None]] | None = None,
+    ) -> ObjectInfo | None:
         """Copy ``info`` from ``source`` to ``path`` without moving the bytes
         through this process. Returns None, having done nothing, when this
         ``source`` cannot be copied server-side (another provider, other
-        credentials); the caller then streams."""
-        ...
-
-
-@runtime_checkable
-class HashVerifier(Protocol):
-    async def remote_hash(self, path: str, algorithm: str) -> str | None:
-        """Ask the destination to hash ``path`` after upload; None if it cannot."""
+        credentials); the caller then streams. ``progress`` is awaited with the
+        bytes copied so far, where the destination can tell. If it raises, the
+        copy stops (what was partly copied is discarded) and the error
+        propagates unchanged."""
         ...

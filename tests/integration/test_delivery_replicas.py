@@ -1,0 +1,336 @@
+"""Transfer workers as real processes racing for the same file, stopping,
+and outliving an outage (D7, B2): one delivery, nothing but the right bytes
+ever under the final name, no pick-up file lost, every attempt on record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from conveyor_cli.localstack import servers
+from conveyor_cli.localstack.processes import ManagedProcess, free_port
+from conveyor_scanner.app import run as run_scanner
+from conveyor_scanner.settings import ScannerSettings
+from conveyor_shared.delivery.service import TransferSettings
+from conveyor_shared.ledger.dynamo import parse_iso
+from conveyor_transfer_sftp.app import run as run_transfer_sftp
+from tests.support import (
+    InProcessServices,
+    Stack,
+    TcpProxy,
+    eventually,
+    json_lines,
+    ledger_items,
+    service_process,
+    watch_final_name,
+    write_routes,
+)
+
+MiB = 1024 * 1024
+CLIENT = "H3101"
+
+
+async def sftp_routes(
+    stack: Stack,
+    aws: dict[str, Any],
+    sshd: servers.Sshd,
+    tmp_path: Path,
+    directory: str,
+    port: int,
+    **route: Any,
+) -> Path:
+    secret = f"{stack.name}/sftp"
+    await aws["secretsmanager"].create_secret(
+        Name=secret, SecretString=json.dumps({"private_key": sshd.private_key})
+    )
+    return write_routes(
+        tmp_path / "routes.yaml",
+        [
+            {
+                "name": "replica client",
+                "client_id": CLIENT,
+                "contacts": ["ops@example.com"],
+                "pickup": f"s3://{stack.pickup_bucket}/{CLIENT}/",
+                "destination": {
+                    "type": "sftp",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "username": sshd.username,
+                    "directory": directory,
+                    "host_keys": [sshd.host_key],
+                    "credentials": {"secret": secret},
+                },
+                **route,
+            }
+        ],
+    )
+
+
+def start_scanner(services: InProcessServices, stack: Stack, routes: Path) -> None:
+    services.start(
+        run_scanner,
+        ScannerSettings(
+            stack=stack.name,
+            routes_uri=str(routes),
+            environment="test",
+            receive_wait_seconds=1,
+            batch_window_seconds=0.2,
+        ),
+    )
+
+
+async def the_entry(aws: dict[str, Any], stack: Stack) -> dict[str, Any] | None:
+    items = await ledger_items(aws["dynamodb"], stack, CLIENT)
+    return items[0] if items else None
+
+
+async def settled(aws: dict[str, Any], stack: Stack) -> dict[str, Any] | None:
+    entry = await the_entry(aws, stack)
+    return entry if entry and entry["status"] != "processing" else None
+
+
+def events(logs: list[Path], name: str) -> list[dict[str, Any]]:
+    return [e for log in logs if log.exists() for e in json_lines(log) if e.get("event") == name]
+
+
+async def pickup_versions(aws: dict[str, Any], stack: Stack) -> list[dict[str, Any]]:
+    listed = await aws["s3"].list_object_versions(Bucket=stack.pickup_bucket, Prefix=CLIENT)
+    return list(listed.get("Versions", [])) + list(listed.get("DeleteMarkers", []))
+
+
+async def test_a_paused_worker_that_lost_its_lease_stops_and_the_file_lands_once(
+    stack: Stack,
+    aws: dict[str, Any],
+    sshd: servers.Sshd,
+    tmp_path: Path,
+    unique: str,
+    services: InProcessServices,
+) -> None:
+    """The first worker is frozen mid-transfer past its lease and its message's
+    visibility: the same SQS message goes to a second worker, which takes the
+    file over. When the first one wakes up it must stop, not finish its copy."""
+    directory = f"paused-{unique}"
+    (sshd.root / directory).mkdir()
+    final = sshd.root / directory / "roster.bin"
+    data = os.urandom(24 * MiB)
+    async with TcpProxy(sshd.port, bytes_per_second=4 * MiB) as slow_link:
+        routes = await sftp_routes(stack, aws, sshd, tmp_path, directory, slow_link.port)
+        start_scanner(services, stack, routes)
+        env = stack.service_env(routes, CONVEYOR_VISIBILITY_TIMEOUT="5", CONVEYOR_LEASE_SECONDS="4")
+        logs = [tmp_path / "first.log", tmp_path / "second.log"]
+        first = service_process("conveyor_transfer_sftp", logs[0], env)
+        second: ManagedProcess | None = None
+        try:
+            async with watch_final_name(final, len(data)) as wrong_sizes:
+                await aws["s3"].put_object(
+                    Bucket=stack.pickup_bucket, Key=f"{CLIENT}/roster.bin", Body=data
+                )
+
+                async def moving() -> dict[str, Any] | None:
+                    entry = await the_entry(aws, stack)
+                    return entry if entry and entry.get("bytesDone", 0) > 0 else None
+
+                paused_owner = (await eventually(moving, timeout=60, what="progress"))["leaseOwner"]
+                os.kill(first.pid, signal.SIGSTOP)
+                second = service_process("conveyor_transfer_sftp", logs[1], env)
+
+                async def taken_over() -> bool:
+                    entry = await the_entry(aws, stack)
+                    return bool(entry) and entry.get("leaseOwner") not in (None, paused_owner)
+
+                await eventually(taken_over, timeout=60, what="the second worker's claim")
+                os.kill(first.pid, signal.SIGCONT)
+
+                async def first_gave_up() -> bool:
+                    return bool(
+                        events([logs[0]], "transfer.lease_lost")
+                        or events([logs[0]], "message.abandoned")
+                    )
+
+                await eventually(first_gave_up, timeout=30, what="the first worker to stop")
+                entry = await eventually(
+                    lambda: settled(aws, stack), timeout=90, what="the delivery"
+                )
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+            first.stop()
+            if second is not None:
+                second.stop()
+    assert wrong_sizes == [], "a partial or mixed file was visible under its final name"
+    assert hashlib.sha256(final.read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert entry["status"] == "success"
+    assert entry["sendAttempts"] == 2
+    assert [e["to"] for e in events(logs, "transfer.delivered")] == [entry["deliveredTo"]]
+    assert events([logs[0]], "transfer.delivered") == []
+
+    async def only_the_file_left() -> bool:
+        return sorted(p.name for p in (sshd.root / directory).iterdir()) == ["roster.bin"]
+
+    await eventually(only_the_file_left, timeout=20, what="the first worker's temp file removed")
+    # The delivered version was deleted from the pick-up, exactly once, with no
+    # delete marker left over anything.
+    assert await pickup_versions(aws, stack) == []
+
+
+async def test_two_workers_handed_the_same_file_deliver_it_once(
+    stack: Stack,
+    aws: dict[str, Any],
+    sshd: servers.Sshd,
+    tmp_path: Path,
+    unique: str,
+    services: InProcessServices,
+) -> None:
+    directory = f"twice-{unique}"
+    (sshd.root / directory).mkdir()
+    final = sshd.root / directory / "claims.bin"
+    data = os.urandom(8 * MiB)
+    async with TcpProxy(sshd.port, bytes_per_second=4 * MiB) as slow_link:
+        routes = await sftp_routes(stack, aws, sshd, tmp_path, directory, slow_link.port)
+        start_scanner(services, stack, routes)
+        queue = (await aws["sqs"].get_queue_url(QueueName=f"{stack.name}-transfer-sftp"))[
+            "QueueUrl"
+        ]
+        await aws["s3"].put_object(
+            Bucket=stack.pickup_bucket, Key=f"{CLIENT}/claims.bin", Body=data
+        )
+
+        async def dispatched() -> list[dict[str, Any]]:
+            response = await aws["sqs"].receive_message(
+                QueueUrl=queue, WaitTimeSeconds=1, VisibilityTimeout=0
+            )
+            return list(response.get("Messages", []))
+
+        [message] = await eventually(dispatched, timeout=30, what="the transfer message")
+        # A duplicate dispatch: the same command under a second message id.
+        await aws["sqs"].send_message(QueueUrl=queue, MessageBody=message["Body"])
+        env = stack.service_env(routes, CONVEYOR_VISIBILITY_TIMEOUT="5")
+        logs = [tmp_path / "one.log", tmp_path / "two.log"]
+        workers = [service_process("conveyor_transfer_sftp", log, env) for log in logs]
+        try:
+            async with watch_final_name(final, len(data)) as wrong_sizes:
+                entry = await eventually(
+                    lambda: settled(aws, stack), timeout=90, what="the delivery"
+                )
+
+                async def both_messages_done() -> bool:
+                    attributes = await aws["sqs"].get_queue_attributes(
+                        QueueUrl=queue,
+                        AttributeNames=[
+                            "ApproximateNumberOfMessages",
+                            "ApproximateNumberOfMessagesNotVisible",
+                        ],
+                    )
+                    counts = attributes["Attributes"]
+                    return (
+                        counts["ApproximateNumberOfMessages"],
+                        counts["ApproximateNumberOfMessagesNotVisible"],
+                    ) == ("0", "0")
+
+                await eventually(both_messages_done, timeout=60, what="both messages handled")
+        finally:
+            for worker in workers:
+                worker.stop()
+    assert wrong_sizes == []
+    assert hashlib.sha256(final.read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert (entry["status"], entry["sendAttempts"]) == ("success", 1)
+    assert len(events(logs, "transfer.delivered")) == 1
+    assert sorted(p.name for p in (sshd.root / directory).iterdir()) == ["claims.bin"]
+
+
+async def test_a_stopped_worker_hands_its_file_back_at_once_without_counting_the_attempt(
+    stack: Stack,
+    aws: dict[str, Any],
+    sshd: servers.Sshd,
+    tmp_path: Path,
+    unique: str,
+    services: InProcessServices,
+) -> None:
+    directory = f"stopped-{unique}"
+    (sshd.root / directory).mkdir()
+    data = os.urandom(40 * MiB)
+    async with TcpProxy(sshd.port, bytes_per_second=4 * MiB) as slow_link:
+        routes = await sftp_routes(stack, aws, sshd, tmp_path, directory, slow_link.port)
+        start_scanner(services, stack, routes)
+        # A visibility timeout far longer than the test: the file can only move
+        # on this quickly if the stopping worker handed its message back.
+        env = stack.service_env(
+            routes, CONVEYOR_VISIBILITY_TIMEOUT="600", CONVEYOR_DRAIN_SECONDS="0"
+        )
+        logs = [tmp_path / "stopping.log", tmp_path / "next.log"]
+        stopping = service_process("conveyor_transfer_sftp", logs[0], env)
+        successor: ManagedProcess | None = None
+        try:
+            await aws["s3"].put_object(
+                Bucket=stack.pickup_bucket, Key=f"{CLIENT}/census.bin", Body=data
+            )
+
+            async def moving() -> bool:
+                entry = await the_entry(aws, stack)
+                return bool(entry) and entry.get("bytesDone", 0) > 0
+
+            await eventually(moving, timeout=60, what="progress")
+            os.kill(stopping.pid, signal.SIGTERM)
+            await eventually(lambda: _exited(stopping), timeout=30, what="the worker to stop")
+            successor = service_process("conveyor_transfer_sftp", logs[1], env)
+            entry = await eventually(lambda: settled(aws, stack), timeout=60, what="delivery")
+        finally:
+            stopping.stop()
+            if successor is not None:
+                successor.stop()
+    assert events([logs[0]], "transfer.released")
+    assert (entry["status"], entry["sendAttempts"]) == ("success", 1)
+    assert [a["outcome"] for a in entry["attempts"]] == ["success"]
+    final = sshd.root / directory / "census.bin"
+    assert hashlib.sha256(final.read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+async def _exited(process: ManagedProcess) -> bool:
+    return not process.running()
+
+
+async def test_a_destination_down_for_a_while_is_retried_on_schedule_until_it_is_back(
+    stack: Stack,
+    aws: dict[str, Any],
+    sshd: servers.Sshd,
+    tmp_path: Path,
+    unique: str,
+    services: InProcessServices,
+) -> None:
+    """The route's retry schedule, scaled down from minutes to seconds: the
+    server is unreachable for the first two attempts and back for the third."""
+    directory = f"outage-{unique}"
+    (sshd.root / directory).mkdir()
+    port = free_port()
+    routes = await sftp_routes(
+        stack, aws, sshd, tmp_path, directory, port, retry_delays_seconds=[2, 4]
+    )
+    start_scanner(services, stack, routes)
+    services.start(
+        run_transfer_sftp,
+        TransferSettings(
+            stack=stack.name, routes_uri=str(routes), environment="test", receive_wait_seconds=1
+        ),
+    )
+    await aws["s3"].put_object(
+        Bucket=stack.pickup_bucket, Key=f"{CLIENT}/weekly.csv", Body=b"member,plan\n1,A\n"
+    )
+
+    async def failed_twice() -> bool:
+        entry = await the_entry(aws, stack)
+        return bool(entry) and len(entry.get("attempts", [])) >= 2
+
+    await eventually(failed_twice, timeout=60, what="two failed attempts")
+    async with TcpProxy(sshd.port, port=port):  # the server is back
+        entry = await eventually(lambda: settled(aws, stack), timeout=60, what="delivery")
+    assert (entry["status"], entry["sendAttempts"]) == ("success", 3)
+    attempts = entry["attempts"]
+    assert [a["outcome"] for a in attempts] == ["failed", "failed", "success"]
+    assert all("127.0.0.1" in a["error"] for a in attempts[:2])
+    at = [parse_iso(a["at"]) for a in attempts]
+    assert (at[1] - at[0]).total_seconds() >= 2, "the first retry waited for its delay"
+    assert (at[2] - at[1]).total_seconds() >= 4, "the second retry waited for its delay"
+    assert (sshd.root / directory / "weekly.csv").read_bytes() == b"member,plan\n1,A\n"

@@ -43,6 +43,45 @@ def write_routes(path: Path, routes: list[dict[str, Any]], **top: Any) -> Path:
     return path
 
 
+async def sftp_route(
+    stack: Stack,
+    aws: dict[str, Any],
+    sshd: Any,
+    path: Path,
+    client_id: str,
+    directory: str,
+    port: int,
+    **route: Any,
+) -> Path:
+    """A routes file with one route from ``client_id``'s pick-up to ``sshd``
+    (through ``port``), its key in a new secret; ``route`` overrides fields."""
+    secret = f"{stack.name}/sftp-{client_id}"
+    await aws["secretsmanager"].create_secret(
+        Name=secret, SecretString=json.dumps({"private_key": sshd.private_key})
+    )
+    return write_routes(
+        path,
+        [
+            {
+                "name": f"client {client_id}",
+                "client_id": client_id,
+                "contacts": ["ops@example.com"],
+                "pickup": f"s3://{stack.pickup_bucket}/{client_id}/",
+                "destination": {
+                    "type": "sftp",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "username": sshd.username,
+                    "directory": directory,
+                    "host_keys": [sshd.host_key],
+                    "credentials": {"secret": secret},
+                },
+                **route,
+            }
+        ],
+    )
+
+
 @dataclass
 class Stack:
     """One deployment of deploy/conveyor.yaml in moto, private to a test."""

@@ -12,7 +12,6 @@ service as a real process:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -32,49 +31,13 @@ from tests.support import (
     json_lines,
     ledger_items,
     service_process,
+    sftp_route,
     subscribe_events,
     watch_final_name,
-    write_routes,
 )
 
 MiB = 1024 * 1024
 CLIENT = "H3001"
-
-
-async def sftp_route(
-    stack: Stack,
-    aws: dict[str, Any],
-    sshd: servers.Sshd,
-    tmp_path: Path,
-    directory: str,
-    port: int,
-    **route: Any,
-) -> Path:
-    secret = f"{stack.name}/sftp"
-    await aws["secretsmanager"].create_secret(
-        Name=secret, SecretString=json.dumps({"private_key": sshd.private_key})
-    )
-    return write_routes(
-        tmp_path / "routes.yaml",
-        [
-            {
-                "name": "crash client",
-                "client_id": CLIENT,
-                "contacts": ["ops@example.com"],
-                "pickup": f"s3://{stack.pickup_bucket}/{CLIENT}/",
-                "destination": {
-                    "type": "sftp",
-                    "host": "127.0.0.1",
-                    "port": port,
-                    "username": sshd.username,
-                    "directory": directory,
-                    "host_keys": [sshd.host_key],
-                    "credentials": {"secret": secret},
-                },
-                **route,
-            }
-        ],
-    )
 
 
 async def test_kill_9_mid_transfer_delivers_once_and_never_shows_a_partial_file(
@@ -91,7 +54,9 @@ async def test_kill_9_mid_transfer_delivers_once_and_never_shows_a_partial_file(
     data = os.urandom(48 * MiB)
     events = await subscribe_events(aws, stack)
     async with TcpProxy(sshd.port, bytes_per_second=6 * MiB) as slow_link:
-        routes = await sftp_route(stack, aws, sshd, tmp_path, directory, slow_link.port)
+        routes = await sftp_route(
+            stack, aws, sshd, tmp_path / "routes.yaml", CLIENT, directory, slow_link.port
+        )
         services.start(
             run_scanner,
             ScannerSettings(
@@ -161,7 +126,14 @@ async def test_three_failed_attempts_end_in_the_dlq_with_one_file_failed(
 ) -> None:
     # Nothing listens on this port: every attempt fails with a connection error.
     routes = await sftp_route(
-        stack, aws, sshd, tmp_path, f"dlq-{unique}", free_port(), retry_delays_seconds=[0, 0]
+        stack,
+        aws,
+        sshd,
+        tmp_path / "routes.yaml",
+        CLIENT,
+        f"dlq-{unique}",
+        free_port(),
+        retry_delays_seconds=[0, 0],
     )
     events = await subscribe_events(aws, stack)
     common: dict[str, Any] = {

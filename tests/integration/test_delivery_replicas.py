@@ -11,6 +11,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import asyncssh
+
 from conveyor_cli.localstack import servers
 from conveyor_cli.localstack.processes import ManagedProcess, free_port
 from conveyor_scanner.app import run as run_scanner
@@ -26,48 +28,13 @@ from tests.support import (
     json_lines,
     ledger_items,
     service_process,
+    sftp_route,
     watch_final_name,
     write_routes,
 )
 
 MiB = 1024 * 1024
 CLIENT = "H3101"
-
-
-async def sftp_routes(
-    stack: Stack,
-    aws: dict[str, Any],
-    sshd: servers.Sshd,
-    tmp_path: Path,
-    directory: str,
-    port: int,
-    **route: Any,
-) -> Path:
-    secret = f"{stack.name}/sftp"
-    await aws["secretsmanager"].create_secret(
-        Name=secret, SecretString=json.dumps({"private_key": sshd.private_key})
-    )
-    return write_routes(
-        tmp_path / "routes.yaml",
-        [
-            {
-                "name": "replica client",
-                "client_id": CLIENT,
-                "contacts": ["ops@example.com"],
-                "pickup": f"s3://{stack.pickup_bucket}/{CLIENT}/",
-                "destination": {
-                    "type": "sftp",
-                    "host": "127.0.0.1",
-                    "port": port,
-                    "username": sshd.username,
-                    "directory": directory,
-                    "host_keys": [sshd.host_key],
-                    "credentials": {"secret": secret},
-                },
-                **route,
-            }
-        ],
-    )
 
 
 def start_scanner(services: InProcessServices, stack: Stack, routes: Path) -> None:
@@ -118,7 +85,9 @@ async def test_a_paused_worker_that_lost_its_lease_stops_and_the_file_lands_once
     final = sshd.root / directory / "roster.bin"
     data = os.urandom(24 * MiB)
     async with TcpProxy(sshd.port, bytes_per_second=4 * MiB) as slow_link:
-        routes = await sftp_routes(stack, aws, sshd, tmp_path, directory, slow_link.port)
+        routes = await sftp_route(
+            stack, aws, sshd, tmp_path / "routes.yaml", CLIENT, directory, slow_link.port
+        )
         start_scanner(services, stack, routes)
         env = stack.service_env(routes, CONVEYOR_VISIBILITY_TIMEOUT="5", CONVEYOR_LEASE_SECONDS="4")
         logs = [tmp_path / "first.log", tmp_path / "second.log"]
@@ -189,7 +158,9 @@ async def test_two_workers_handed_the_same_file_deliver_it_once(
     final = sshd.root / directory / "claims.bin"
     data = os.urandom(8 * MiB)
     async with TcpProxy(sshd.port, bytes_per_second=4 * MiB) as slow_link:
-        routes = await sftp_routes(stack, aws, sshd, tmp_path, directory, slow_link.port)
+        routes = await sftp_route(
+            stack, aws, sshd, tmp_path / "routes.yaml", CLIENT, directory, slow_link.port
+        )
         start_scanner(services, stack, routes)
         queue = (await aws["sqs"].get_queue_url(QueueName=f"{stack.name}-transfer-sftp"))[
             "QueueUrl"
@@ -253,7 +224,9 @@ async def test_a_stopped_worker_hands_its_file_back_at_once_without_counting_the
     (sshd.root / directory).mkdir()
     data = os.urandom(40 * MiB)
     async with TcpProxy(sshd.port, bytes_per_second=4 * MiB) as slow_link:
-        routes = await sftp_routes(stack, aws, sshd, tmp_path, directory, slow_link.port)
+        routes = await sftp_route(
+            stack, aws, sshd, tmp_path / "routes.yaml", CLIENT, directory, slow_link.port
+        )
         start_scanner(services, stack, routes)
         # A visibility timeout far longer than the test: the file can only move
         # on this quickly if the stopping worker handed its message back.
@@ -305,8 +278,15 @@ async def test_a_destination_down_for_a_while_is_retried_on_schedule_until_it_is
     directory = f"outage-{unique}"
     (sshd.root / directory).mkdir()
     port = free_port()
-    routes = await sftp_routes(
-        stack, aws, sshd, tmp_path, directory, port, retry_delays_seconds=[2, 4]
+    routes = await sftp_route(
+        stack,
+        aws,
+        sshd,
+        tmp_path / "routes.yaml",
+        CLIENT,
+        directory,
+        port,
+        retry_delays_seconds=[2, 4],
     )
     start_scanner(services, stack, routes)
     services.start(
@@ -334,3 +314,140 @@ async def test_a_destination_down_for_a_while_is_retried_on_schedule_until_it_is
     assert (at[1] - at[0]).total_seconds() >= 2, "the first retry waited for its delay"
     assert (at[2] - at[1]).total_seconds() >= 4, "the second retry waited for its delay"
     assert (sshd.root / directory / "weekly.csv").read_bytes() == b"member,plan\n1,A\n"
+
+
+async def test_a_correction_uploaded_while_the_first_is_in_flight_is_delivered_after_it(
+    stack: Stack,
+    aws: dict[str, Any],
+    sshd: servers.Sshd,
+    tmp_path: Path,
+    unique: str,
+    services: InProcessServices,
+) -> None:
+    """Two versions of one key: each is a file of its own, read, archived and
+    deleted by its own VersionId; the correction lands last and the archive
+    ends with exactly the bytes delivered last."""
+    directory = f"corrected-{unique}"
+    (sshd.root / directory).mkdir()
+    final = sshd.root / directory / "eligibility.bin"
+    first, correction = os.urandom(12 * MiB), os.urandom(1 * MiB)
+    key = f"{CLIENT}/eligibility.bin"
+    async with TcpProxy(sshd.port, bytes_per_second=4 * MiB) as slow_link:
+        routes = await sftp_route(
+            stack,
+            aws,
+            sshd,
+            tmp_path / "routes.yaml",
+            CLIENT,
+            directory,
+            slow_link.port,
+            after_delivery="archive",
+            archive=f"s3://{stack.pickup_bucket}/archive/",
+        )
+        start_scanner(services, stack, routes)
+        services.start(
+            run_transfer_sftp,
+            TransferSettings(
+                stack=stack.name,
+                routes_uri=str(routes),
+                environment="test",
+                receive_wait_seconds=1,
+            ),
+        )
+        await aws["s3"].put_object(Bucket=stack.pickup_bucket, Key=key, Body=first)
+
+        async def in_flight() -> bool:
+            entry = await the_entry(aws, stack)
+            return bool(entry) and entry.get("bytesDone", 0) > 0
+
+        await eventually(in_flight, timeout=60, what="the first version in flight")
+        await aws["s3"].put_object(Bucket=stack.pickup_bucket, Key=key, Body=correction)
+
+        async def both_delivered() -> list[dict[str, Any]]:
+            items = await ledger_items(aws["dynamodb"], stack, CLIENT)
+            done = [i for i in items if i["status"] == "success"]
+            return done if len(done) == 2 else []
+
+        entries = await eventually(both_delivered, timeout=90, what="both versions delivered")
+    by_size = {int(e["size"]): e for e in entries}
+    assert by_size[len(first)]["deliveredAt"] < by_size[len(correction)]["deliveredAt"]
+    assert final.read_bytes() == correction
+    archived = await aws["s3"].get_object(Bucket=stack.pickup_bucket, Key="archive/eligibility.bin")
+    assert await archived["Body"].read() == correction
+    # Both versions left the pick-up; no delete marker hides anything.
+    listed = await aws["s3"].list_object_versions(Bucket=stack.pickup_bucket, Prefix=CLIENT)
+    assert listed.get("Versions", []) == []
+    assert listed.get("DeleteMarkers", []) == []
+
+
+async def test_a_rotated_key_is_read_again_instead_of_failing_the_file(
+    stack: Stack,
+    aws: dict[str, Any],
+    sshd: servers.Sshd,
+    tmp_path: Path,
+    unique: str,
+    services: InProcessServices,
+) -> None:
+    """The worker holds the secret it read for the first route; then the key
+    is rotated on the server and in Secrets Manager. The next login with the
+    cached key is refused: the worker reads the secret again and delivers."""
+    directory = f"rotated-{unique}"
+    (sshd.root / directory).mkdir()
+    secret = f"{stack.name}/rotated"
+    await aws["secretsmanager"].create_secret(
+        Name=secret, SecretString=json.dumps({"private_key": sshd.private_key})
+    )
+
+    def route(client_id: str, max_sessions: int) -> dict[str, Any]:
+        # Two pools (the session limits differ) that share one secret.
+        return {
+            "name": f"rotated {client_id}",
+            "client_id": client_id,
+            "contacts": ["ops@example.com"],
+            "pickup": f"s3://{stack.pickup_bucket}/{client_id}/",
+            "destination": {
+                "type": "sftp",
+                "host": "127.0.0.1",
+                "port": sshd.port,
+                "username": sshd.username,
+                "directory": directory,
+                "host_keys": [sshd.host_key],
+                "credentials": {"secret": secret},
+                "max_sessions": max_sessions,
+            },
+        }
+
+    routes = write_routes(tmp_path / "routes.yaml", [route("H3201", 4), route("H3202", 3)])
+    start_scanner(services, stack, routes)
+    services.start(
+        run_transfer_sftp,
+        TransferSettings(
+            stack=stack.name, routes_uri=str(routes), environment="test", receive_wait_seconds=1
+        ),
+    )
+    await aws["s3"].put_object(Bucket=stack.pickup_bucket, Key="H3201/before.csv", Body=b"a\n")
+
+    async def first_delivered() -> bool:
+        return (sshd.root / directory / "before.csv").exists()
+
+    await eventually(first_delivered, timeout=60, what="the delivery with the first key")
+    authorized = sshd.client_key_path.parent / "authorized_keys"
+    original = authorized.read_text()
+    rotated = asyncssh.generate_private_key("ssh-ed25519")
+    try:
+        authorized.write_text(rotated.export_public_key().decode())
+        await aws["secretsmanager"].put_secret_value(
+            SecretId=secret,
+            SecretString=json.dumps({"private_key": rotated.export_private_key().decode()}),
+        )
+        await aws["s3"].put_object(Bucket=stack.pickup_bucket, Key="H3202/after.csv", Body=b"b\n")
+
+        async def delivered() -> dict[str, Any] | None:
+            items = await ledger_items(aws["dynamodb"], stack, "H3202")
+            return items[0] if items and items[0]["status"] != "processing" else None
+
+        entry = await eventually(delivered, timeout=60, what="the delivery after rotation")
+    finally:
+        authorized.write_text(original)
+    assert (entry["status"], entry["sendAttempts"]) == ("success", 1)
+    assert (sshd.root / directory / "after.csv").read_bytes() == b"b\n"

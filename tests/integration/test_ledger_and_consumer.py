@@ -173,19 +173,7 @@ async def test_consumer_keeps_a_long_message_invisible_and_deletes_it_after(
     running = asyncio.create_task(consumer.run(stop))
 
     async def counts() -> tuple[str, str]:
-        attributes = (
-            await sqs.get_queue_attributes(
-                QueueUrl=url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )
-        )["Attributes"]
-        return (
-            attributes["ApproximateNumberOfMessages"],
-            attributes["ApproximateNumberOfMessagesNotVisible"],
-        )
+        return await _visibility_counts(sqs, url)
 
     await eventually(lambda: asyncio.sleep(0, bool(seen)), what="the handler to start")
     started = asyncio.get_running_loop().time()

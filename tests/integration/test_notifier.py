@@ -34,8 +34,8 @@ from conveyor_cli.localstack.processes import free_port
 from conveyor_notifier.app import run
 from conveyor_notifier.records import ClaimState, NotificationRecords
 from conveyor_notifier.settings import NotifierSettings
+from conveyor_shared.delivery.failures import fail_file
 from conveyor_shared.delivery.jobs import JobCompletion
-from conveyor_shared.delivery.worker import fail_file
 from conveyor_shared.ledger.dynamo import now_iso, to_item
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger

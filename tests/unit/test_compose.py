@@ -57,3 +57,14 @@ def test_services_get_the_same_variables_as_under_dev_up() -> None:
             "STORAGE_EMULATOR_HOST",
         ):
             assert str(environment[key]) == local[key], key
+
+
+def test_services_may_drain_before_the_engine_kills_them() -> None:
+    from conveyor_shared.delivery.service import TransferSettings
+
+    drain = TransferSettings.model_fields["drain_seconds"].default
+    for name, service in compose()["services"].items():
+        if "dockerfile" in service.get("build", {}) and name.startswith("transfer-"):
+            grace = service["stop_grace_period"]
+            assert grace.endswith("s")
+            assert int(grace[:-1]) > drain, f"{name} is killed before it has drained"

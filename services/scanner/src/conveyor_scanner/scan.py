@@ -21,8 +21,8 @@ from conveyor_scanner.recorder import JobRecorder
 from conveyor_shared.backends.s3 import S3Store
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.config.models import Route
+from conveyor_shared.delivery.failures import fail_file
 from conveyor_shared.delivery.jobs import JobCompletion
-from conveyor_shared.delivery.worker import fail_file
 from conveyor_shared.errors import NotFound
 from conveyor_shared.ledger.dynamo import epoch, iso_ago
 from conveyor_shared.ledger.files import FileLedger

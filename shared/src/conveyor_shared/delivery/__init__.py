@@ -2,8 +2,9 @@
 ``transfer.requested`` message, whatever its destination type."""
 
 from conveyor_shared.delivery.destinations import DestinationFactory, destination_path
+from conveyor_shared.delivery.failures import DeadLetterHandler, fail_file
 from conveyor_shared.delivery.jobs import JobCompletion
-from conveyor_shared.delivery.worker import DeadLetterHandler, DeliveryWorker
+from conveyor_shared.delivery.worker import DeliveryWorker
 
 __all__ = [
     "DeadLetterHandler",
@@ -11,4 +12,5 @@ __all__ = [
     "DestinationFactory",
     "JobCompletion",
     "destination_path",
+    "fail_file",
 ]

@@ -16,11 +16,13 @@ from pydantic_settings import NoDecode
 
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.delivery.destinations import DestinationFactory
+from conveyor_shared.delivery.failures import DeadLetterHandler
 from conveyor_shared.delivery.held import HeldDuplicates
 from conveyor_shared.delivery.jobs import JobCompletion
-from conveyor_shared.delivery.worker import DeadLetterHandler, DeliveryWorker
+from conveyor_shared.delivery.worker import DeliveryWorker
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
+from conveyor_shared.ledger.locks import Leases
 from conveyor_shared.messaging.consumer import QueueConsumer
 from conveyor_shared.messaging.publisher import CommandSender, EventPublisher
 from conveyor_shared.runtime import AwsClients, open_clients, run_consumers, stop_event_on_signals
@@ -88,6 +90,7 @@ async def run_transfer_service(
             completion=completion,
             secrets=secrets,
             after_settle=held.release,
+            paths=Leases(aws.dynamodb, names.locks_table),
             lease_seconds=settings.lease_seconds,
             verify=settings.verify,
         )

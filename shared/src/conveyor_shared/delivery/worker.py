@@ -22,8 +22,9 @@ a refused login first reads the secret again, in case it was rotated.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 import structlog
@@ -33,6 +34,12 @@ from conveyor_shared.backends.s3 import S3Store, info_from_head
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.config.models import Route
 from conveyor_shared.delivery.destinations import DestinationFactory, destination_path
+from conveyor_shared.delivery.failures import (
+    AfterSettle,
+    bind_transfer,
+    fail_file,
+    parse_transfer,
+)
 from conveyor_shared.delivery.jobs import JobCompletion
 from conveyor_shared.errors import (
     ConveyorError,
@@ -45,11 +52,12 @@ from conveyor_shared.identity import etag_of
 from conveyor_shared.ledger.claims import new_owner
 from conveyor_shared.ledger.dynamo import epoch
 from conveyor_shared.ledger.files import FileLedger
+from conveyor_shared.ledger.locks import Leases
 from conveyor_shared.ledger.models import FileEntry, FileStatus
 from conveyor_shared.messaging.consumer import LeaveMessage, ReceivedMessage, RetryLater
-from conveyor_shared.messaging.envelopes import MalformedMessage, parse_body
-from conveyor_shared.messaging.models import FileFailed, TransferRequested
-from conveyor_shared.messaging.publisher import CommandSender, EventPublisher
+from conveyor_shared.messaging.envelopes import MalformedMessage
+from conveyor_shared.messaging.models import TransferRequested
+from conveyor_shared.messaging.publisher import EventPublisher
 from conveyor_shared.secrets import SecretStore
 from conveyor_shared.transfer.copy import CopyResult, copy
 from conveyor_shared.transfer.protocols import ObjectInfo
@@ -58,23 +66,11 @@ log = structlog.get_logger("conveyor.delivery")
 T = TypeVar("T")
 
 
-def parse_transfer(body: str) -> TransferRequested:
-    message = parse_body(body)
-    if not isinstance(message, TransferRequested):
-        raise MalformedMessage(f"expected transfer.requested, got {type(message).__name__}")
-    return message
+Renewal = Callable[[], Awaitable[bool]]
 
 
-def _bind(command: TransferRequested) -> None:
-    structlog.contextvars.bind_contextvars(
-        client_id=command.client_id,
-        job_id=command.job_id,
-        file=command.file_name,
-        content_id=command.content_id,
-    )
-
-
-AfterSettle = Callable[[FileEntry], Awaitable[None]]
+async def _nothing_to_renew() -> bool:
+    return True
 
 
 class LeaseLost(ConveyorError):
@@ -94,6 +90,7 @@ class DeliveryWorker:
         completion: JobCompletion,
         secrets: SecretStore | None = None,
         after_settle: AfterSettle | None = None,
+        paths: Leases | None = None,
         lease_seconds: int = 60,
         verify: bool = True,
         max_attempts: int = 3,
@@ -107,13 +104,14 @@ class DeliveryWorker:
         self._completion = completion
         self._secrets = secrets
         self._after_settle = after_settle
+        self._paths = paths
         self._lease = lease_seconds
         self._verify = verify
         self._max_attempts = max_attempts
 
     async def handle(self, message: ReceivedMessage) -> None:
         command = parse_transfer(message.body)
-        _bind(command)
+        bind_transfer(command)
         owner = new_owner()
         entry = await self._files.claim(
             command.client_id, command.content_id, command.job_id, owner, self._lease
@@ -134,8 +132,44 @@ class DeliveryWorker:
         log.info(
             "transfer.started", attempt=entry.send_attempts, size=entry.size, destination=self._type
         )
+        async with self._one_version_at_a_time(route, entry, owner) as renew_path:
+            delivered = await self._attempt(route, entry, owner, renew_path)
+            if delivered is None:
+                return
+            result, where = delivered
+            if not await self._files.settle(
+                entry,
+                FileStatus.SUCCESS,
+                owner=owner,
+                delivered_to=where,
+                verified_by=result.verified_by,
+                bytes_done=result.size,
+            ):
+                # Someone else holds or settled the file now: what happens to the
+                # pick-up, and to the message they may share with us, is theirs.
+                log.warning("transfer.lease_lost", reason="settled by another worker meanwhile")
+                raise LeaveMessage("the file was taken over before it was settled")
+        log.info(
+            "transfer.delivered",
+            to=where,
+            bytes=result.size,
+            seconds=round(result.seconds, 3),
+            mb_per_s=round(result.size / max(result.seconds, 1e-6) / 1e6, 1),
+            server_side=result.server_side,
+            verified_by=result.verified_by,
+            attempt=entry.send_attempts,
+        )
+        await self._settled(entry)
+        await self._after_delivery(route, entry)
+        await self._completion.settle_job(entry.job_id)
+
+    async def _attempt(
+        self, route: Route, entry: FileEntry, owner: str, renew_path: Renewal
+    ) -> tuple[CopyResult, str] | None:
+        """One attempt: the copy, or None when it failed for good (the file is
+        settled ``fail``); a failure worth retrying is recorded and raised."""
         try:
-            result, where = await self._holding(entry, owner, self._deliver(route, entry, owner))
+            return await self._holding(entry, owner, self._deliver(route, entry, owner), renew_path)
         except asyncio.CancelledError:
             # A graceful stop or a lost message: free the file for the next
             # receiver at once, and do not count this attempt as one of three.
@@ -149,34 +183,34 @@ class DeliveryWorker:
             raise LeaveMessage(str(exc)) from None
         except PermanentError as exc:
             await self._fail(entry, str(exc), "permanent", owner)
-            return
+            return None
         except Exception as exc:
             await self._attempt_failed(route, entry, owner, exc)
-        if not await self._files.settle(
-            entry,
-            FileStatus.SUCCESS,
-            owner=owner,
-            delivered_to=where,
-            verified_by=result.verified_by,
-            bytes_done=result.size,
-        ):
-            # Someone else holds or settled the file now: what happens to the
-            # pick-up, and to the message they may share with us, is theirs.
-            log.warning("transfer.lease_lost", reason="settled by another worker meanwhile")
-            raise LeaveMessage("the file was taken over before it was settled")
-        log.info(
-            "transfer.delivered",
-            to=where,
-            bytes=result.size,
-            seconds=round(result.seconds, 3),
-            mb_per_s=round(result.size / max(result.seconds, 1e-6) / 1e6, 1),
-            server_side=result.server_side,
-            verified_by=result.verified_by,
-            attempt=entry.send_attempts,
-        )
-        await self._settled(entry)
-        await self._after_delivery(route, entry)
-        await self._completion.settle_job(command.job_id)
+
+    @contextlib.asynccontextmanager
+    async def _one_version_at_a_time(
+        self, route: Route, entry: FileEntry, owner: str
+    ) -> AsyncIterator[Renewal]:
+        """Hold the destination path while this file goes there, so a corrected
+        upload of the same key, recorded while this one is in flight, lands
+        after it instead of being overwritten by it."""
+        if self._paths is None:
+            yield _nothing_to_renew
+            return
+        name = f"path/{entry.client_id}/{destination_path(route, entry.source_key)}"
+
+        async def renew() -> bool:
+            assert self._paths is not None
+            return await self._paths.acquire(name, owner, self._lease)
+
+        if not await renew():
+            await self._files.release_claim(entry.client_id, entry.content_id, owner)
+            wait = max(1, self._lease // 3)
+            raise RetryLater(wait, "another version of this file is on its way to the same path")
+        try:
+            yield renew
+        finally:
+            await asyncio.shield(self._paths.release(name, owner))
 
     async def _attempt_failed(
         self, route: Route, entry: FileEntry, owner: str, exc: Exception
@@ -213,7 +247,9 @@ class DeliveryWorker:
         if settled is not None:
             await self._after_settle(settled)
 
-    async def _holding(self, entry: FileEntry, owner: str, work: Awaitable[T]) -> T:
+    async def _holding(
+        self, entry: FileEntry, owner: str, work: Awaitable[T], renew_path: Renewal
+    ) -> T:
         """Run ``work`` while renewing the file's lease; stop it if the lease is lost.
 
         The lease is renewed every third of its length whatever the transfer
@@ -231,6 +267,7 @@ class DeliveryWorker:
                     held = await self._files.renew_lease(
                         entry.client_id, entry.content_id, owner, self._lease
                     )
+                    held = held and await renew_path()
                 except Exception as exc:
                     log.warning("lease.renew_failed", error=str(exc))
                     held = time.monotonic() - confirmed < self._lease * 2 / 3
@@ -355,98 +392,3 @@ def _cancelling() -> bool:
     to a child task cancelled by a lost lease."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-async def fail_file(
-    files: FileLedger,
-    publisher: EventPublisher,
-    completion: JobCompletion,
-    entry: FileEntry,
-    reason: str,
-    kind: str,
-    *,
-    owner: str | None = None,
-) -> None:
-    """Settle ``entry`` as ``fail``, publish ``file.failed`` once, finish its job if complete."""
-    if await files.settle(entry, FileStatus.FAIL, owner=owner, error=reason, error_kind=kind):
-        log.error("transfer.failed", reason=reason, error_kind=kind, attempts=entry.send_attempts)
-        await publisher.publish(
-            FileFailed(
-                job_id=entry.job_id,
-                client_id=entry.client_id,
-                content_id=entry.content_id,
-                file_name=entry.file_name,
-                attempts=entry.send_attempts,
-                error=reason,
-            )
-        )
-    await completion.settle_job(entry.job_id)
-
-
-class DeadLetterHandler:
-    """Consumes a transfer queue's dead-letter queue: a message lands there after
-    its third failed receive, and its file becomes ``fail`` (D7).
-
-    Receives that made no attempt (a wait for another worker's lease, a
-    release on stop) count towards the queue's limit too; a file that has not
-    used its attempts is sent back to the work queue instead of failed."""
-
-    #: An unreadable dead letter stays for an operator; the consumer cuts this
-    #: to what SQS allows (12 hours from the receive).
-    PARK_SECONDS = 12 * 3600
-
-    def __init__(
-        self,
-        files: FileLedger,
-        publisher: EventPublisher,
-        completion: JobCompletion,
-        requeue: CommandSender | None = None,
-        max_attempts: int = 3,
-        after_settle: AfterSettle | None = None,
-    ) -> None:
-        self._after_settle = after_settle
-        self._files = files
-        self._publisher = publisher
-        self._completion = completion
-        self._requeue = requeue
-        self._max_attempts = max_attempts
-
-    async def handle(self, message: ReceivedMessage) -> None:
-        try:
-            command = parse_transfer(message.body)
-        except MalformedMessage as exc:
-            log.error("dead_letter.unreadable", reason=str(exc), body=message.body[:500])
-            raise RetryLater(
-                self.PARK_SECONDS, "left in the dead-letter queue for an operator"
-            ) from None
-        _bind(command)
-        entry = await self._files.get(command.client_id, command.content_id)
-        if entry is None or entry.job_id != command.job_id:
-            log.warning("dead_letter.stale", reason="no matching ledger entry")
-            return
-        if entry.settled:
-            await self._completion.settle_job(entry.job_id)
-            return
-        if entry.lease_owner is not None and (entry.lease_expires or 0) >= epoch():
-            wait = (entry.lease_expires or 0) - epoch() + 1
-            raise RetryLater(wait, "a worker is still delivering this file")
-        if entry.send_attempts < self._max_attempts and self._requeue is not None:
-            await self._requeue.send(command)
-            log.warning(
-                "dead_letter.requeued",
-                attempts=entry.send_attempts,
-                reason="receives without an attempt reached the queue's limit",
-            )
-            return
-        reason = f"failed {entry.send_attempts} attempts; last error: {entry.last_error or 'none'}"
-        await fail_file(
-            self._files,
-            self._publisher,
-            self._completion,
-            entry,
-            reason,
-            entry.error_kind or "exhausted",
-        )
-        settled = await self._files.get(entry.client_id, entry.content_id)
-        if self._after_settle is not None and settled is not None:
-            await self._after_settle(settled)

@@ -172,9 +172,11 @@ class Pipeline:
     def start(self, module: str, log_name: str, **extra_env: str) -> Service:
         """Start ``python -m module`` and wait until it consumes its queue."""
         log = self.state / "logs" / f"{log_name}.log"
-        process = ManagedProcess(
-            module, [sys.executable, "-m", module], log, env=self.env(**extra_env)
-        ).start()
+        # Every AWS request of the service names it in its User-Agent (``app/<name>``),
+        # so moto's request log (bench.requests) can say who made it.
+        caller = module.removeprefix("conveyor_").replace("_", "-")
+        env = self.env(AWS_SDK_UA_APP_ID=caller, **extra_env)
+        process = ManagedProcess(module, [sys.executable, "-m", module], log, env=env).start()
         service = Service(process, LogFollower(log))
         try:
             service.wait_for(lambda e: e.get("event") == "service.started", 60, f"{module} start")

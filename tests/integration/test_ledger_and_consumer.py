@@ -295,6 +295,6 @@ async def test_a_long_retry_later_is_cut_to_what_sqs_allows_and_holds(
         assert await _visibility_counts(sqs, url) == ("0", "1")
         await asyncio.sleep(0.5)
     cut = QueueConsumer._within_limit(
-        ReceivedMessage("m", "r", "", 1, first_seen=time.time() - 3600), 12 * 3600
+        ReceivedMessage("m", "r", "", 1, received_at=time.time() - 3600), 12 * 3600
     )
     assert 11 * 3600 - 62 <= cut <= 11 * 3600 - 60

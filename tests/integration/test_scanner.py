@@ -252,7 +252,14 @@ async def test_burst_of_1000_files_forms_a_handful_of_jobs(
     assert len({m["content_id"] for m in sent}) == 1000, "every file dispatched exactly once"
     jobs = {m["job_id"] for m in sent}
     assert 1 <= len(jobs) <= 10, f"{len(jobs)} jobs for one burst"
-    started = [e for e in await bodies(sqs, events) if e["kind"] == "job.started"]
+    started: list[dict[str, Any]] = []
+
+    async def every_job_started() -> bool:
+        started.extend(e for e in await bodies(sqs, events) if e["kind"] == "job.started")
+        return {e["job_id"] for e in started} >= jobs
+
+    await eventually(every_job_started, timeout=60, what="job.started for every job")
+    started += [e for e in await bodies(sqs, events) if e["kind"] == "job.started"]
     assert sorted(e["job_id"] for e in started) == sorted(jobs)
     assert sum(e["files"] for e in started) == 1000
 

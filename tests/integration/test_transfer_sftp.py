@@ -318,8 +318,9 @@ async def test_dropped_connection_is_retried_and_delivered_once(
     assert final.read_bytes() == body
     assert names_in(delivery.root) == ["big.bin"], "the cut try's temporary file was removed"
     assert not [name for name in names_in(delivery.root) if is_temporary_name(name)]
+    events = await delivery.events_until_job_finished()
+    # The settle is recorded before the worker logs it: the job's end comes after both.
     assert len([e for e in logs if e["event"] == "transfer.delivered"]) == 1
     assert not [e for e in logs if e["event"] == "transfer.failed"]
-    events = await delivery.events_until_job_finished()
     assert next(e for e in events if e["kind"] == "job.finished")["succeeded"] == 1
     assert not [e for e in events if e["kind"] == "file.failed"]

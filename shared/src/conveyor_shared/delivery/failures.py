@@ -53,8 +53,13 @@ async def fail_file(
     kind: str,
     *,
     owner: str | None = None,
-) -> None:
-    """Settle ``entry`` as ``fail``, publish ``file.failed`` once, finish its job if complete."""
+) -> bool:
+    """Settle ``entry`` as ``fail``, publish ``file.failed`` once, finish its job if
+    complete. Without ``owner`` only a file no live worker holds is failed.
+
+    Returns whether the file is settled now (by this call or an earlier one);
+    False when a live worker holds it, which then decides its fate.
+    """
     if await files.settle(entry, FileStatus.FAIL, owner=owner, error=reason, error_kind=kind):
         log.error("transfer.failed", reason=reason, error_kind=kind, attempts=entry.send_attempts)
         await publisher.publish(
@@ -67,7 +72,12 @@ async def fail_file(
                 error=reason,
             )
         )
+    else:
+        current = await files.get(entry.client_id, entry.content_id)
+        if current is not None and not current.settled and current.job_id == entry.job_id:
+            return False
     await completion.settle_job(entry.job_id)
+    return True
 
 
 class DeadLetterHandler:
@@ -126,14 +136,15 @@ class DeadLetterHandler:
             )
             return
         reason = f"failed {entry.send_attempts} attempts; last error: {entry.last_error or 'none'}"
-        await fail_file(
+        if not await fail_file(
             self._files,
             self._publisher,
             self._completion,
             entry,
             reason,
             entry.error_kind or "exhausted",
-        )
+        ):
+            raise RetryLater(60, "a worker took the file over meanwhile")
         settled = await self._files.get(entry.client_id, entry.content_id)
         if self._after_settle is not None and settled is not None:
             await self._after_settle(settled)

@@ -22,7 +22,7 @@ from conveyor_shared.delivery.jobs import JobCompletion
 from conveyor_shared.delivery.worker import DeliveryWorker
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
-from conveyor_shared.ledger.locks import Leases
+from conveyor_shared.ledger.paths import DestinationPaths
 from conveyor_shared.messaging.consumer import QueueConsumer
 from conveyor_shared.messaging.publisher import CommandSender, EventPublisher
 from conveyor_shared.runtime import AwsClients, open_clients, run_consumers, stop_event_on_signals
@@ -90,7 +90,7 @@ async def run_transfer_service(
             completion=completion,
             secrets=secrets,
             after_settle=held.release,
-            paths=Leases(aws.dynamodb, names.locks_table),
+            paths=DestinationPaths(aws.dynamodb, names.locks_table),
             lease_seconds=settings.lease_seconds,
             verify=settings.verify,
         )

@@ -52,8 +52,8 @@ from conveyor_shared.identity import etag_of
 from conveyor_shared.ledger.claims import new_owner
 from conveyor_shared.ledger.dynamo import epoch
 from conveyor_shared.ledger.files import FileLedger
-from conveyor_shared.ledger.locks import Leases
 from conveyor_shared.ledger.models import FileEntry, FileStatus
+from conveyor_shared.ledger.paths import DestinationPaths, PathHold
 from conveyor_shared.messaging.consumer import LeaveMessage, ReceivedMessage, RetryLater
 from conveyor_shared.messaging.envelopes import MalformedMessage
 from conveyor_shared.messaging.models import TransferRequested
@@ -69,8 +69,29 @@ T = TypeVar("T")
 Renewal = Callable[[], Awaitable[bool]]
 
 
-async def _nothing_to_renew() -> bool:
-    return True
+class PathTurn:
+    """This worker's hold on a destination path while one file goes there."""
+
+    def __init__(self, paths: DestinationPaths | None, name: str, owner: str, seconds: int):
+        self._paths, self._name, self._owner, self._seconds = paths, name, owner, seconds
+        self.delivered = False
+
+    async def take(self) -> PathHold:
+        if self._paths is None:
+            return PathHold(True)
+        return await self._paths.hold(self._name, self._owner, self._seconds)
+
+    async def renew(self) -> bool:
+        return (await self.take()).held
+
+    async def give_back(self, recorded: str | None) -> None:
+        if self._paths is not None:
+            await self._paths.release(self._name, self._owner, recorded if self.delivered else None)
+
+
+def _newer(delivered: str | None, recorded: str | None) -> bool:
+    """Whether an upload recorded at ``delivered`` came after one recorded at ``recorded``."""
+    return delivered is not None and recorded is not None and delivered > recorded
 
 
 class LeaseLost(ConveyorError):
@@ -90,7 +111,7 @@ class DeliveryWorker:
         completion: JobCompletion,
         secrets: SecretStore | None = None,
         after_settle: AfterSettle | None = None,
-        paths: Leases | None = None,
+        paths: DestinationPaths | None = None,
         lease_seconds: int = 60,
         verify: bool = True,
         max_attempts: int = 3,
@@ -114,15 +135,33 @@ class DeliveryWorker:
         bind_transfer(command)
         owner = new_owner()
         entry = await self._files.claim(
-            command.client_id, command.content_id, command.job_id, owner, self._lease
+            command.client_id,
+            command.content_id,
+            command.job_id,
+            owner,
+            self._lease,
+            self._max_attempts,
         )
         if entry is None:
             await self._not_claimed(command)
             return
-        route = (await self._routes.get()).route_for_client(command.client_id)
+        try:
+            await self._transfer(entry, owner)
+        except BaseException:
+            # Whatever cut the attempt short (a stop, a lost message, an
+            # error) frees the file at once and does not count the attempt.
+            # A claim already settled or given up is not ours to release.
+            if await asyncio.shield(
+                self._files.release_claim(entry.client_id, entry.content_id, owner)
+            ):
+                log.warning("transfer.released", reason="interrupted; not counted as an attempt")
+            raise
+
+    async def _transfer(self, entry: FileEntry, owner: str) -> None:
+        route = (await self._routes.get()).route_for_client(entry.client_id)
         if route is None or route.destination.type != self._type:
             reason = (
-                f"route for client {command.client_id} was removed from the configuration"
+                f"route for client {entry.client_id} was removed from the configuration"
                 if route is None
                 else f"route's destination is now {route.destination.type}, not {self._type}; "
                 "resend the file"
@@ -132,23 +171,28 @@ class DeliveryWorker:
         log.info(
             "transfer.started", attempt=entry.send_attempts, size=entry.size, destination=self._type
         )
-        async with self._one_version_at_a_time(route, entry, owner) as renew_path:
-            delivered = await self._attempt(route, entry, owner, renew_path)
-            if delivered is None:
-                return
-            result, where = delivered
-            if not await self._files.settle(
-                entry,
-                FileStatus.SUCCESS,
-                owner=owner,
-                delivered_to=where,
-                verified_by=result.verified_by,
-                bytes_done=result.size,
-            ):
-                # Someone else holds or settled the file now: what happens to the
-                # pick-up, and to the message they may share with us, is theirs.
-                log.warning("transfer.lease_lost", reason="settled by another worker meanwhile")
-                raise LeaveMessage("the file was taken over before it was settled")
+        try:
+            async with self._one_version_at_a_time(route, entry, owner) as turn:
+                delivered = await self._attempt(route, entry, owner, turn.renew)
+                if delivered is None:
+                    return
+                result, where = delivered
+                if not await self._files.settle(
+                    entry,
+                    FileStatus.SUCCESS,
+                    owner=owner,
+                    delivered_to=where,
+                    verified_by=result.verified_by,
+                    bytes_done=result.size,
+                ):
+                    # Someone else holds or settled the file now: what happens to
+                    # the pick-up, and to the message they may share, is theirs.
+                    log.warning("transfer.lease_lost", reason="settled by another worker")
+                    raise LeaveMessage("the file was taken over before it was settled")
+                turn.delivered = True
+        except PermanentError as exc:  # superseded by a newer upload of the same key
+            await self._fail(entry, str(exc), "superseded", owner)
+            return
         log.info(
             "transfer.delivered",
             to=where,
@@ -156,6 +200,7 @@ class DeliveryWorker:
             seconds=round(result.seconds, 3),
             mb_per_s=round(result.size / max(result.seconds, 1e-6) / 1e6, 1),
             server_side=result.server_side,
+            verified=list(result.verified),
             verified_by=result.verified_by,
             attempt=entry.send_attempts,
         )
@@ -170,14 +215,6 @@ class DeliveryWorker:
         settled ``fail``); a failure worth retrying is recorded and raised."""
         try:
             return await self._holding(entry, owner, self._deliver(route, entry, owner), renew_path)
-        except asyncio.CancelledError:
-            # A graceful stop or a lost message: free the file for the next
-            # receiver at once, and do not count this attempt as one of three.
-            if await asyncio.shield(
-                self._files.release_claim(entry.client_id, entry.content_id, owner)
-            ):
-                log.warning("transfer.released", reason="interrupted; not counted as an attempt")
-            raise
         except LeaseLost as exc:
             log.warning("transfer.lease_lost", reason=str(exc))
             raise LeaveMessage(str(exc)) from None
@@ -190,35 +227,36 @@ class DeliveryWorker:
     @contextlib.asynccontextmanager
     async def _one_version_at_a_time(
         self, route: Route, entry: FileEntry, owner: str
-    ) -> AsyncIterator[Renewal]:
-        """Hold the destination path while this file goes there, so a corrected
-        upload of the same key, recorded while this one is in flight, lands
-        after it instead of being overwritten by it."""
-        if self._paths is None:
-            yield _nothing_to_renew
-            return
-        name = f"path/{entry.client_id}/{destination_path(route, entry.source_key)}"
-
-        async def renew() -> bool:
-            assert self._paths is not None
-            return await self._paths.acquire(name, owner, self._lease)
-
-        if not await renew():
-            await self._files.release_claim(entry.client_id, entry.content_id, owner)
+    ) -> AsyncIterator[PathTurn]:
+        """Hold the destination path while this file goes there, so two uploads
+        of one key never write at once, and a correction recorded after this
+        upload is never overwritten by it (``ledger/paths.py``)."""
+        turn = PathTurn(
+            self._paths, f"path/{entry.client_id}/{entry.source_key}", owner, self._lease
+        )
+        hold = await turn.take()
+        if not hold.held:
             wait = max(1, self._lease // 3)
-            raise RetryLater(wait, "another version of this file is on its way to the same path")
+            raise RetryLater(wait, "another upload of this file is on its way to the same path")
         try:
-            yield renew
+            if _newer(hold.newest_delivered, entry.active_since):
+                raise PermanentError(
+                    "superseded: a newer upload of this key, recorded "
+                    f"{hold.newest_delivered}, was delivered to the same path; not sent over it"
+                )
+            yield turn
         finally:
-            await asyncio.shield(self._paths.release(name, owner))
+            await asyncio.shield(turn.give_back(entry.active_since))
 
     async def _attempt_failed(
         self, route: Route, entry: FileEntry, owner: str, exc: Exception
     ) -> NoReturn:
         kind = "transient" if isinstance(exc, TransientError) else type(exc).__name__
-        await self._files.record_attempt_failure(
+        if not await self._files.record_attempt_failure(
             entry.client_id, entry.content_id, owner, str(exc) or kind, kind
-        )
+        ):
+            log.warning("transfer.lease_lost", reason=f"attempt failed after the lease: {exc}")
+            raise LeaveMessage("the file was taken over while this attempt failed") from exc
         final = entry.send_attempts >= self._max_attempts
         # After the last attempt the message goes straight on to the
         # dead-letter queue, whose consumer settles the file ``fail`` (D7).
@@ -233,9 +271,11 @@ class DeliveryWorker:
         raise RetryLater(delay, f"attempt {entry.send_attempts} failed: {exc}") from exc
 
     async def _fail(self, entry: FileEntry, reason: str, kind: str, owner: str) -> None:
-        await fail_file(
+        if not await fail_file(
             self._files, self._publisher, self._completion, entry, reason, kind, owner=owner
-        )
+        ):
+            log.warning("transfer.lease_lost", reason=f"failed after the lease: {reason}")
+            raise LeaveMessage("the file was taken over before it could be failed")
         await self._settled(entry)
 
     async def _settled(self, entry: FileEntry) -> None:
@@ -264,10 +304,11 @@ class DeliveryWorker:
             while True:
                 await asyncio.sleep(self._lease / 3)
                 try:
-                    held = await self._files.renew_lease(
-                        entry.client_id, entry.content_id, owner, self._lease
-                    )
-                    held = held and await renew_path()
+                    async with asyncio.timeout(self._lease / 3):
+                        held = await self._files.renew_lease(
+                            entry.client_id, entry.content_id, owner, self._lease
+                        )
+                        held = held and await renew_path()
                 except Exception as exc:
                     log.warning("lease.renew_failed", error=str(exc))
                     held = time.monotonic() - confirmed < self._lease * 2 / 3
@@ -310,9 +351,15 @@ class DeliveryWorker:
         path = destination_path(route, entry.source_key)
 
         async def progress(done: int) -> None:
-            if not await self._files.record_progress(
-                entry.client_id, entry.content_id, owner, done, self._lease
-            ):
+            try:
+                held = await self._files.record_progress(
+                    entry.client_id, entry.content_id, owner, done, self._lease
+                )
+            except Exception as exc:
+                # The lease keeper decides when failing renewals mean a lost lease.
+                log.warning("transfer.progress_not_recorded", error=str(exc))
+                return
+            if not held:
                 raise LeaseLost("another worker holds the file's lease now")
 
         result = await copy(
@@ -359,6 +406,22 @@ class DeliveryWorker:
                 if route is not None:
                     await self._after_delivery(route, entry)
             await self._completion.settle_job(command.job_id)
+        elif entry.lease_owner is None or (entry.lease_expires or 0) < epoch():
+            # Not held, yet not claimable: its attempts are used up (D7). This
+            # message came back after the last one, without the receives that
+            # would have sent it to the dead-letter queue.
+            reason = (
+                f"failed {entry.send_attempts} attempts; last error: {entry.last_error or 'none'}"
+            )
+            if await fail_file(
+                self._files,
+                self._publisher,
+                self._completion,
+                entry,
+                reason,
+                entry.error_kind or "exhausted",
+            ):
+                await self._settled(entry)
         else:
             # Keep the message until the holder settles or its lease runs out:
             # if that worker died, this message is what delivers the file.

@@ -67,6 +67,14 @@ class Lease:
             {":leaseOwner": owner, ":leaseNow": epoch() if now is None else now},
         )
 
+    def free(self, now: int | None = None) -> Clause:
+        """No owner, or a lease that has run out."""
+        return Clause(
+            "attribute_not_exists(#leaseOwner) OR #leaseExpires < :leaseNow",
+            self._names,
+            {":leaseNow": epoch() if now is None else now},
+        )
+
     def held_by(self, owner: str) -> Clause:
         # DynamoDB refuses names an expression does not use: bind only the owner's.
         return Clause(

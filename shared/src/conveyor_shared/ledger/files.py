@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from botocore.exceptions import ClientError
+from stamina import retry
 
 from conveyor_shared.ledger.claims import Clause, Lease
 from conveyor_shared.ledger.dynamo import (
@@ -29,6 +30,12 @@ from conveyor_shared.ledger.dynamo import (
 from conveyor_shared.ledger.models import FileEntry, FileStatus
 
 _LEASE = Lease()
+
+
+class _TransactionConflict(Exception):
+    """DynamoDB cancelled a transaction because another one touched its items."""
+
+
 _ACTIVE_INDEX = "active"
 _JOB_INDEX = "byJob"
 
@@ -126,7 +133,13 @@ class FileLedger:
     # --- transferring (transfer services) -------------------------------------------------
 
     async def claim(
-        self, client_id: str, content_id: str, job_id: str, owner: str, lease_seconds: int
+        self,
+        client_id: str,
+        content_id: str,
+        job_id: str,
+        owner: str,
+        lease_seconds: int,
+        max_attempts: int | None = None,
     ) -> FileEntry | None:
         """Take the transfer of a ``processing`` file, counting one send attempt.
 
@@ -134,13 +147,15 @@ class FileLedger:
         a message redelivered while its first receiver still holds the file
         waits for that lease to end instead of sharing it. Returns None
         (nothing changed) when the file is settled, belongs to another job, or
-        another owner's lease is live.
+        another owner's lease is live, or its ``max_attempts`` are used up.
         """
         condition = Clause(
             "#s = :processing AND jobId = :job",
             {"#s": "status"},
             {":processing": FileStatus.PROCESSING.value, ":job": job_id},
         ) & _LEASE.takeable_by(owner)
+        if max_attempts is not None:
+            condition = condition & Clause("sendAttempts < :max", values={":max": max_attempts})
         take = _LEASE.assign(owner, lease_seconds)
         return await self._update(
             self._key(client_id, content_id),
@@ -241,7 +256,9 @@ class FileLedger:
         """Move a ``processing`` file to ``success`` or ``fail`` and count it in its job,
         in one transaction (D7). False, changing nothing, if it was already settled.
 
-        With ``owner``, only the holder of the lease may settle. The last
+        With ``owner``, only the holder of the lease may settle; without, only
+        while no live lease is held (a worker that took the file meanwhile
+        decides its fate). The last
         progress report (``bytes_done``) and the attempt's record ride along,
         so a delivery costs no separate write for them.
         """
@@ -261,9 +278,9 @@ class FileLedger:
             ":job": entry.job_id,
             ":none": [],
         }
-        condition = Clause("#s = :processing AND jobId = :job")
-        if owner is not None:
-            condition = condition & _LEASE.held_by(owner)
+        condition = Clause("#s = :processing AND jobId = :job") & (
+            _LEASE.held_by(owner) if owner is not None else _LEASE.free()
+        )
         if error is not None:
             sets += ["lastError = :error", "errorKind = :kind"]
             bound |= {":error": error[:1000], ":kind": error_kind or "unknown"}
@@ -281,37 +298,49 @@ class FileLedger:
         bound[":attempt"] = [attempt]
         removal = _LEASE.removal()
         counter = "succeeded" if status is FileStatus.SUCCESS else "failed"
+        return await self._transact_conditionally(
+            [
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": self._key(entry.client_id, entry.content_id),
+                        "UpdateExpression": f"SET {', '.join(sets)} "
+                        f"REMOVE activeSince, {removal.text}",
+                        "ConditionExpression": condition.text,
+                        "ExpressionAttributeNames": {
+                            "#s": "status",
+                            "#ts": "timestamp",
+                            **condition.names,
+                            **removal.names,
+                        },
+                        "ExpressionAttributeValues": values({**bound, **condition.values}),
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._jobs_table,
+                        "Key": to_item({"jobId": entry.job_id}),
+                        "UpdateExpression": f"ADD {counter} :one",
+                        "ConditionExpression": "attribute_exists(jobId)",
+                        "ExpressionAttributeValues": values({":one": 1}),
+                    }
+                },
+            ]
+        )
+
+    @retry(on=_TransactionConflict, attempts=5, wait_initial=0.05, wait_max=1.0, timeout=None)
+    async def _transact_conditionally(self, items: list[dict[str, Any]]) -> bool:
+        """Write ``items`` in one transaction; False if a condition failed.
+
+        A transaction that lost a race with another write to the same items
+        (``TransactionConflict``, e.g. two replicas settling files of one job
+        at once) is tried again: its conditions were never evaluated."""
         try:
-            await self._db.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": self._key(entry.client_id, entry.content_id),
-                            "UpdateExpression": f"SET {', '.join(sets)} "
-                            f"REMOVE activeSince, {removal.text}",
-                            "ConditionExpression": condition.text,
-                            "ExpressionAttributeNames": {
-                                "#s": "status",
-                                "#ts": "timestamp",
-                                **condition.names,
-                                **removal.names,
-                            },
-                            "ExpressionAttributeValues": values({**bound, **condition.values}),
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._jobs_table,
-                            "Key": to_item({"jobId": entry.job_id}),
-                            "UpdateExpression": f"ADD {counter} :one",
-                            "ConditionExpression": "attribute_exists(jobId)",
-                            "ExpressionAttributeValues": values({":one": 1}),
-                        }
-                    },
-                ]
-            )
+            await self._db.transact_write_items(TransactItems=items)
         except ClientError as exc:
+            reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
+            if "TransactionConflict" in reasons:
+                raise _TransactionConflict(str(exc)) from exc
             if condition_failed(exc):
                 return False
             raise

@@ -41,23 +41,14 @@ class ReceivedMessage:
     body: str
     #: How many times SQS has handed this message out, this time included.
     receive_count: int
-    #: When SQS first had it (epoch seconds): the earlier of its sent and
-    #: first-receive times. SQS counts its 12-hour visibility limit from there.
-    first_seen: float = field(default_factory=time.time)
+    #: When this receive happened (epoch seconds): SQS's 12-hour limit on a
+    #: visibility timeout counts from here.
+    received_at: float = field(default_factory=time.time)
 
 
 #: SQS refuses a visibility timeout that ends more than 12 hours after the receive.
 MAX_VISIBILITY_SECONDS = 12 * 3600
 _VISIBILITY_LOST = {"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"}
-
-
-def _first_seen(attributes: dict[str, str]) -> float:
-    stamps = [
-        int(attributes[name]) / 1000
-        for name in ("SentTimestamp", "ApproximateFirstReceiveTimestamp")
-        if attributes.get(name, "").isdigit()
-    ]
-    return min(stamps, default=time.time())
 
 
 class RetryLater(Exception):
@@ -141,11 +132,7 @@ class QueueConsumer:
                 MaxNumberOfMessages=count,
                 WaitTimeSeconds=self._wait,
                 VisibilityTimeout=self._visibility,
-                MessageSystemAttributeNames=[
-                    "ApproximateReceiveCount",
-                    "SentTimestamp",
-                    "ApproximateFirstReceiveTimestamp",
-                ],
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
             )
         )
         stopped = asyncio.ensure_future(stop.wait())
@@ -170,7 +157,6 @@ class QueueConsumer:
                 receipt_handle=m["ReceiptHandle"],
                 body=m["Body"],
                 receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
-                first_seen=_first_seen(m.get("Attributes", {})),
             )
             for m in response.get("Messages", [])
         ]
@@ -216,8 +202,8 @@ class QueueConsumer:
 
     @staticmethod
     def _within_limit(message: ReceivedMessage, delay: int) -> int:
-        """``delay``, cut so the visibility ends within SQS's 12-hour limit."""
-        elapsed = time.time() - message.first_seen
+        """``delay``, cut so the visibility ends within 12 hours of the receive."""
+        elapsed = time.time() - message.received_at
         return max(0, min(delay, int(MAX_VISIBILITY_SECONDS - elapsed) - 60))
 
     @contextlib.asynccontextmanager

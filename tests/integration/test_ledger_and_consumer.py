@@ -9,6 +9,7 @@ from typing import Any
 
 from conveyor_shared.ledger import FileEntry, FileLedger, FileStatus, Job, JobLedger, JobStatus
 from conveyor_shared.ledger.dynamo import now_iso
+from conveyor_shared.ledger.paths import DestinationPaths
 from conveyor_shared.messaging import QueueConsumer, ReceivedMessage
 from conveyor_shared.messaging.consumer import RetryLater
 from tests.support import Stack, eventually, queue_url
@@ -298,3 +299,21 @@ async def test_a_long_retry_later_is_cut_to_what_sqs_allows_and_holds(
         ReceivedMessage("m", "r", "", 1, received_at=time.time() - 3600), 12 * 3600
     )
     assert 11 * 3600 - 62 <= cut <= 11 * 3600 - 60
+
+
+async def test_a_destination_path_is_held_by_one_and_remembers_the_newest_delivery(
+    stack: Stack, aws: dict[str, Any]
+) -> None:
+    paths = DestinationPaths(aws["dynamodb"], f"{stack.name}-locks")
+    first = await paths.hold("path/H5001/a.csv", "worker-1", 60)
+    assert (first.held, first.newest_delivered) == (True, None)
+    assert not (await paths.hold("path/H5001/a.csv", "worker-2", 60)).held
+    assert (await paths.hold("path/H5001/a.csv", "worker-1", 60)).held, "a renewal"
+    await paths.release("path/H5001/a.csv", "worker-2", "2026-12-01T10:00:00.000Z")  # not its own
+    assert not (await paths.hold("path/H5001/a.csv", "worker-2", 60)).held
+    await paths.release("path/H5001/a.csv", "worker-1", "2026-12-01T10:00:00.000Z")
+    second = await paths.hold("path/H5001/a.csv", "worker-2", 60)
+    assert (second.held, second.newest_delivered) == (True, "2026-12-01T10:00:00.000Z")
+    await paths.release("path/H5001/a.csv", "worker-2")  # not delivered: the newest stays
+    third = await paths.hold("path/H5001/a.csv", "worker-3", 60)
+    assert third.newest_delivered == "2026-12-01T10:00:00.000Z"

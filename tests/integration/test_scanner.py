@@ -1,4 +1,4 @@
-"""The scanner against moto in server mode (issue 3: D2, D3, D4, D5, D9, D10, D12).
+"""The scanner against moto in server mode (D2, D3, D4, D5, D9, D10, D12).
 
 The scanner runs in-process (its real `run()`, over real HTTP to moto); no
 transfer service runs, so the transfer queue shows exactly what was dispatched.

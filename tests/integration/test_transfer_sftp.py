@@ -1,4 +1,4 @@
-"""transfer-sftp against the real path (issue 4: D6, D7): a file put into a
+"""transfer-sftp against the real path (D6, D7): a file put into a
 pick-up in moto reaches OpenSSH's sshd through the scanner and the SFTP
 transfer service (both in-process), and the ledger and the events on the
 stack's SNS topic say how it went.

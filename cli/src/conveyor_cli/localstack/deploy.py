@@ -2,7 +2,7 @@
 share one template and cannot drift.
 
 moto's CloudFormation reports success but silently skips a few resource
-kinds (see ../shared/docs/STAND-INS.md). After ``create_stack`` this module
+kinds (listed below). After ``create_stack`` this module
 applies exactly those, read from the same template, through the service APIs:
 bucket notification, versioning and lifecycle configurations, SQS queue
 policies, SNS subscriptions and DynamoDB time-to-live settings. Each is

@@ -261,6 +261,10 @@ async def test_a_stopped_worker_hands_its_file_back_at_once_without_counting_the
     assert hashlib.sha256(final.read_bytes()).digest() == hashlib.sha256(data).digest()
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 async def _exited(process: ManagedProcess) -> bool:
     return not process.running()
 
@@ -330,9 +334,9 @@ async def test_a_correction_uploaded_while_the_first_is_in_flight_is_delivered_a
     directory = f"corrected-{unique}"
     (sshd.root / directory).mkdir()
     final = sshd.root / directory / "eligibility.bin"
-    first, correction = os.urandom(12 * MiB), os.urandom(1 * MiB)
+    first, correction = os.urandom(24 * MiB), os.urandom(1 * MiB)
     key = f"{CLIENT}/eligibility.bin"
-    async with TcpProxy(sshd.port, bytes_per_second=4 * MiB) as slow_link:
+    async with TcpProxy(sshd.port, bytes_per_second=2 * MiB) as slow_link:
         routes = await sftp_route(
             stack,
             aws,
@@ -368,12 +372,20 @@ async def test_a_correction_uploaded_while_the_first_is_in_flight_is_delivered_a
             done = [i for i in items if i["status"] == "success"]
             return done if len(done) == 2 else []
 
-        entries = await eventually(both_delivered, timeout=90, what="both versions delivered")
+        entries = await eventually(both_delivered, timeout=120, what="both versions delivered")
+
+        async def archived_last() -> bool:
+            listed = await aws["s3"].list_objects_v2(
+                Bucket=stack.pickup_bucket, Prefix="archive/eligibility.bin"
+            )
+            return [o["Size"] for o in listed.get("Contents", [])] == [len(correction)]
+
+        await eventually(archived_last, timeout=30, what="the correction archived last")
     by_size = {int(e["size"]): e for e in entries}
     assert by_size[len(first)]["deliveredAt"] < by_size[len(correction)]["deliveredAt"]
-    assert final.read_bytes() == correction
+    assert sha256(final.read_bytes()) == sha256(correction)
     archived = await aws["s3"].get_object(Bucket=stack.pickup_bucket, Key="archive/eligibility.bin")
-    assert await archived["Body"].read() == correction
+    assert sha256(await archived["Body"].read()) == sha256(correction)
     # Both versions left the pick-up; no delete marker hides anything.
     listed = await aws["s3"].list_object_versions(Bucket=stack.pickup_bucket, Prefix=CLIENT)
     assert listed.get("Versions", []) == []

@@ -4,9 +4,10 @@
    conditional write that also counts the attempt). A settled file or a file
    of another job is not transferred again; a file whose lease another live
    worker holds keeps its message until that lease ends.
-2. Stream exactly the recorded S3 version to the destination with
-   ``copy()``, retrying blips within the attempt, while the lease is renewed
-   in the background; a worker that loses its lease stops the transfer.
+2. Hold the destination path (one upload of a key at a time, never an older
+   one over a newer one delivered), then stream exactly the recorded S3
+   version with ``copy()``, retrying blips within the attempt, while both
+   leases are renewed in the background; a worker that loses one stops.
 3. Settle it ``success`` (with how it was verified) and count it in its job,
    in one transaction; only then apply the route's after-delivery action to
    that version, and finish the job if complete.

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import yaml
 
 from conveyor_cli.localstack.processes import ManagedProcess
+from conveyor_scanner.app import run as run_scanner
+from conveyor_scanner.settings import ScannerSettings
 
 T = TypeVar("T")
 
@@ -119,6 +121,20 @@ class InProcessServices:
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+
+
+def start_scanner(services: InProcessServices, stack: Stack, routes: Path) -> None:
+    """The scanner as a task of the test's event loop, with a short batch window."""
+    services.start(
+        run_scanner,
+        ScannerSettings(
+            stack=stack.name,
+            routes_uri=str(routes),
+            environment="test",
+            receive_wait_seconds=1,
+            batch_window_seconds=0.2,
+        ),
+    )
 
 
 def service_process(module: str, log_path: Path, env: dict[str, str]) -> ManagedProcess:

@@ -15,8 +15,6 @@ import asyncssh
 
 from conveyor_cli.localstack import servers
 from conveyor_cli.localstack.processes import ManagedProcess, free_port
-from conveyor_scanner.app import run as run_scanner
-from conveyor_scanner.settings import ScannerSettings
 from conveyor_shared.delivery.service import TransferSettings
 from conveyor_shared.ledger.dynamo import parse_iso
 from conveyor_transfer_sftp.app import run as run_transfer_sftp
@@ -29,25 +27,13 @@ from tests.support import (
     ledger_items,
     service_process,
     sftp_route,
+    start_scanner,
     watch_final_name,
     write_routes,
 )
 
 MiB = 1024 * 1024
 CLIENT = "H3101"
-
-
-def start_scanner(services: InProcessServices, stack: Stack, routes: Path) -> None:
-    services.start(
-        run_scanner,
-        ScannerSettings(
-            stack=stack.name,
-            routes_uri=str(routes),
-            environment="test",
-            receive_wait_seconds=1,
-            batch_window_seconds=0.2,
-        ),
-    )
 
 
 async def the_entry(aws: dict[str, Any], stack: Stack) -> dict[str, Any] | None:

@@ -8,8 +8,6 @@ from typing import Any
 
 from conveyor_cli.localstack import servers
 from conveyor_cli.localstack.processes import free_port
-from conveyor_scanner.app import run as run_scanner
-from conveyor_scanner.settings import ScannerSettings
 from conveyor_shared.delivery.service import TransferSettings
 from conveyor_shared.ledger.dynamo import to_item
 from conveyor_transfer_sftp.app import run as run_transfer_sftp
@@ -19,22 +17,10 @@ from tests.support import (
     eventually,
     ledger_items,
     sftp_route,
+    start_scanner,
 )
 
 CLIENT = "H3201"
-
-
-def start_scanner(services: InProcessServices, stack: Stack, routes: Path) -> None:
-    services.start(
-        run_scanner,
-        ScannerSettings(
-            stack=stack.name,
-            routes_uri=str(routes),
-            environment="test",
-            receive_wait_seconds=1,
-            batch_window_seconds=0.2,
-        ),
-    )
 
 
 async def test_a_file_sent_back_from_the_dead_letter_queue_gets_no_fourth_attempt(

@@ -80,6 +80,16 @@ async def fail_file(
     return True
 
 
+async def fail_exhausted(
+    files: FileLedger, publisher: EventPublisher, completion: JobCompletion, entry: FileEntry
+) -> bool:
+    """Fail a file that used up its attempts (D7), with its last error; as ``fail_file``."""
+    reason = f"failed {entry.send_attempts} attempts; last error: {entry.last_error or 'none'}"
+    return await fail_file(
+        files, publisher, completion, entry, reason, entry.error_kind or "exhausted"
+    )
+
+
 class DeadLetterHandler:
     """Consumes a transfer queue's dead-letter queue: a message lands there after
     its third failed receive, and its file becomes ``fail`` (D7).
@@ -135,15 +145,7 @@ class DeadLetterHandler:
                 reason="receives without an attempt reached the queue's limit",
             )
             return
-        reason = f"failed {entry.send_attempts} attempts; last error: {entry.last_error or 'none'}"
-        if not await fail_file(
-            self._files,
-            self._publisher,
-            self._completion,
-            entry,
-            reason,
-            entry.error_kind or "exhausted",
-        ):
+        if not await fail_exhausted(self._files, self._publisher, self._completion, entry):
             raise RetryLater(60, "a worker took the file over meanwhile")
         settled = await self._files.get(entry.client_id, entry.content_id)
         if self._after_settle is not None and settled is not None:

@@ -38,6 +38,7 @@ from conveyor_shared.delivery.destinations import DestinationFactory, destinatio
 from conveyor_shared.delivery.failures import (
     AfterSettle,
     bind_transfer,
+    fail_exhausted,
     fail_file,
     parse_transfer,
 )
@@ -411,17 +412,7 @@ class DeliveryWorker:
             # Not held, yet not claimable: its attempts are used up (D7). This
             # message came back after the last one, without the receives that
             # would have sent it to the dead-letter queue.
-            reason = (
-                f"failed {entry.send_attempts} attempts; last error: {entry.last_error or 'none'}"
-            )
-            if await fail_file(
-                self._files,
-                self._publisher,
-                self._completion,
-                entry,
-                reason,
-                entry.error_kind or "exhausted",
-            ):
+            if await fail_exhausted(self._files, self._publisher, self._completion, entry):
                 await self._settled(entry)
         else:
             # Keep the message until the holder settles or its lease runs out:

@@ -41,6 +41,12 @@ async def the_entry(aws: dict[str, Any], stack: Stack) -> dict[str, Any] | None:
     return items[0] if items else None
 
 
+async def in_flight(aws: dict[str, Any], stack: Stack) -> dict[str, Any] | None:
+    """The file's entry once some of its bytes have moved."""
+    entry = await the_entry(aws, stack)
+    return entry if entry and entry.get("bytesDone", 0) > 0 else None
+
+
 async def settled(aws: dict[str, Any], stack: Stack) -> dict[str, Any] | None:
     entry = await the_entry(aws, stack)
     return entry if entry and entry["status"] != "processing" else None
@@ -85,11 +91,10 @@ async def test_a_paused_worker_that_lost_its_lease_stops_and_the_file_lands_once
                     Bucket=stack.pickup_bucket, Key=f"{CLIENT}/roster.bin", Body=data
                 )
 
-                async def moving() -> dict[str, Any] | None:
-                    entry = await the_entry(aws, stack)
-                    return entry if entry and entry.get("bytesDone", 0) > 0 else None
-
-                paused_owner = (await eventually(moving, timeout=60, what="progress"))["leaseOwner"]
+                moving = await eventually(
+                    lambda: in_flight(aws, stack), timeout=60, what="progress"
+                )
+                paused_owner = moving["leaseOwner"]
                 os.kill(first.pid, signal.SIGSTOP)
                 second = service_process("conveyor_transfer_sftp", logs[1], env)
 
@@ -227,11 +232,7 @@ async def test_a_stopped_worker_hands_its_file_back_at_once_without_counting_the
                 Bucket=stack.pickup_bucket, Key=f"{CLIENT}/census.bin", Body=data
             )
 
-            async def moving() -> bool:
-                entry = await the_entry(aws, stack)
-                return bool(entry) and entry.get("bytesDone", 0) > 0
-
-            await eventually(moving, timeout=60, what="progress")
+            await eventually(lambda: in_flight(aws, stack), timeout=60, what="progress")
             os.kill(stopping.pid, signal.SIGTERM)
             await eventually(lambda: _exited(stopping), timeout=30, what="the worker to stop")
             successor = service_process("conveyor_transfer_sftp", logs[1], env)
@@ -346,11 +347,9 @@ async def test_a_correction_uploaded_while_the_first_is_in_flight_is_delivered_a
         )
         await aws["s3"].put_object(Bucket=stack.pickup_bucket, Key=key, Body=first)
 
-        async def in_flight() -> bool:
-            entry = await the_entry(aws, stack)
-            return bool(entry) and entry.get("bytesDone", 0) > 0
-
-        await eventually(in_flight, timeout=60, what="the first version in flight")
+        await eventually(
+            lambda: in_flight(aws, stack), timeout=60, what="the first version in flight"
+        )
         await aws["s3"].put_object(Bucket=stack.pickup_bucket, Key=key, Body=correction)
 
         async def both_delivered() -> list[dict[str, Any]]:

@@ -80,6 +80,18 @@ async def fail_file(
     return True
 
 
+async def tell_settled(
+    files: FileLedger, after_settle: AfterSettle | None, entry: FileEntry
+) -> None:
+    """Run ``after_settle`` with the entry as it is now: duplicates may have been
+    held for it while it was in flight."""
+    if after_settle is None:
+        return
+    settled = await files.get(entry.client_id, entry.content_id)
+    if settled is not None:
+        await after_settle(settled)
+
+
 async def fail_exhausted(
     files: FileLedger, publisher: EventPublisher, completion: JobCompletion, entry: FileEntry
 ) -> bool:
@@ -147,6 +159,4 @@ class DeadLetterHandler:
             return
         if not await fail_exhausted(self._files, self._publisher, self._completion, entry):
             raise RetryLater(60, "a worker took the file over meanwhile")
-        settled = await self._files.get(entry.client_id, entry.content_id)
-        if self._after_settle is not None and settled is not None:
-            await self._after_settle(settled)
+        await tell_settled(self._files, self._after_settle, entry)

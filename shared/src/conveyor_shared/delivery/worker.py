@@ -41,6 +41,7 @@ from conveyor_shared.delivery.failures import (
     fail_exhausted,
     fail_file,
     parse_transfer,
+    tell_settled,
 )
 from conveyor_shared.delivery.jobs import JobCompletion
 from conveyor_shared.errors import (
@@ -281,13 +282,7 @@ class DeliveryWorker:
         await self._settled(entry)
 
     async def _settled(self, entry: FileEntry) -> None:
-        """Run the after-settle hook with the entry as it is now: duplicates may
-        have been held for it while it was in flight."""
-        if self._after_settle is None:
-            return
-        settled = await self._files.get(entry.client_id, entry.content_id)
-        if settled is not None:
-            await self._after_settle(settled)
+        await tell_settled(self._files, self._after_settle, entry)
 
     async def _holding(
         self, entry: FileEntry, owner: str, work: Awaitable[T], renew_path: Renewal

@@ -13,12 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
+from conveyor_shared.ledger.locks import Leases
 
-from conveyor_shared.ledger.claims import Clause, Lease
-from conveyor_shared.ledger.dynamo import condition_failed, epoch, from_item, to_item, values
-
-_LEASE = Lease(owner="owner", expires="expiresAt")
+#: How long a path remembers its newest delivery after the last one.
+_REMEMBER_SECONDS = 90 * 86400
 
 
 @dataclass(frozen=True)
@@ -31,54 +29,15 @@ class PathHold:
 
 class DestinationPaths:
     def __init__(self, client: Any, table: str) -> None:
-        self._db = client
-        self.table = table
+        self._leases = Leases(client, table)
 
     async def hold(self, name: str, owner: str, seconds: int) -> PathHold:
         """Take or renew path ``name`` for ``seconds``; not held if another owner has it."""
-        now = epoch()
-        condition = Clause("attribute_not_exists(#n)", {"#n": "name"}) | _LEASE.takeable_by(
-            owner, now
-        )
-        take = _LEASE.assign(owner, seconds)
-        try:
-            response = await self._db.update_item(
-                TableName=self.table,
-                Key=to_item({"name": name}),
-                UpdateExpression=f"SET {take.text}, #ttl = :ttl",
-                ConditionExpression=condition.text,
-                ExpressionAttributeNames={**condition.names, **take.names, "#ttl": "ttl"},
-                ExpressionAttributeValues=values(
-                    {**condition.values, **take.values, ":ttl": now + 90 * 86400}
-                ),
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return PathHold(False)
-            raise
-        item = from_item(response["Attributes"])
-        return PathHold(True, item.get("newestDelivered"))
+        item = await self._leases.take(name, owner, seconds, keep_seconds=_REMEMBER_SECONDS)
+        return PathHold(False) if item is None else PathHold(True, item.get("newestDelivered"))
 
     async def release(self, name: str, owner: str, delivered: str | None = None) -> None:
         """Give the path back, if still ours; ``delivered`` records the upload
         just delivered there as the newest (it was checked on ``hold``)."""
-        held = _LEASE.held_by(owner)
-        removal = _LEASE.removal()
-        update = f"REMOVE {removal.text}"
-        bound: dict[str, Any] = dict(held.values)
-        if delivered is not None:
-            update += " SET newestDelivered = :delivered"
-            bound[":delivered"] = delivered
-        try:
-            await self._db.update_item(
-                TableName=self.table,
-                Key=to_item({"name": name}),
-                UpdateExpression=update,
-                ConditionExpression=held.text,
-                ExpressionAttributeNames={**held.names, **removal.names},
-                ExpressionAttributeValues=values(bound),
-            )
-        except ClientError as exc:
-            if not condition_failed(exc):
-                raise
+        record = {"newestDelivered": delivered} if delivered is not None else None
+        await self._leases.release(name, owner, record)

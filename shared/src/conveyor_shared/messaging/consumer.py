@@ -189,7 +189,7 @@ class QueueConsumer:
         except RetryLater as exc:
             delay = self._within_limit(message, exc.delay)
             self._log.info("message.retry_later", reason=str(exc), delay=delay)
-            if not await self._set_visibility(message, delay):
+            if await self._set_visibility(message, delay) is not None:
                 self._log.error("message.retry_later_refused", delay=delay, reason=str(exc))
         except Exception as exc:
             delay = self._retry_delays[min(message.receive_count, len(self._retry_delays)) - 1]
@@ -218,7 +218,7 @@ class QueueConsumer:
             interval = max(1.0, self._visibility / 3)
             while True:
                 await asyncio.sleep(interval)
-                error = await self._extend(message)
+                error = await self._set_visibility(message, self._visibility)
                 if error is None:
                     confirmed_until = time.monotonic() + self._visibility
                     continue
@@ -235,32 +235,22 @@ class QueueConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    async def _extend(self, message: ReceivedMessage) -> str | None:
-        """Extend the visibility; the error code when it failed, else None."""
-        try:
-            await self._sqs.change_message_visibility(
-                QueueUrl=self._url,
-                ReceiptHandle=message.receipt_handle,
-                VisibilityTimeout=self._visibility,
-            )
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
-            self._log.warning("message.visibility_failed", error=str(exc), code=code)
-            return code
-        except BotoCoreError as exc:
-            self._log.warning("message.visibility_failed", error=str(exc))
-            return type(exc).__name__
-        return None
-
-    async def _set_visibility(self, message: ReceivedMessage, seconds: int) -> bool:
+    async def _set_visibility(self, message: ReceivedMessage, seconds: int) -> str | None:
+        """Set the message's visibility; the error code when SQS refused, else None."""
         try:
             await self._sqs.change_message_visibility(
                 QueueUrl=self._url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
             )
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+            self._log.warning(
+                "message.visibility_failed", error=str(exc), code=code, seconds=seconds
+            )
+            return code
+        except BotoCoreError as exc:
             self._log.warning("message.visibility_failed", error=str(exc), seconds=seconds)
-            return False
-        return True
+            return type(exc).__name__
+        return None
 
     async def _delete(self, message: ReceivedMessage) -> None:
         try:

@@ -1,4 +1,4 @@
-"""``uv run python -m bench [--only sftp,gcs,s3,small] [--rounds N] [--rss-4gib]``"""
+"""``uv run python -m bench [--only sftp,gcs,s3,small,latency] [--rounds N] [--profile]``"""
 
 import json
 

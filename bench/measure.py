@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -121,6 +123,21 @@ class ProcessWatch:
         if self._io is None or self._io_at_start is None:
             return 0
         return int(getattr(self._io, counter) - getattr(self._io_at_start, counter))
+
+
+@functools.cache
+def socket_reads_counted() -> bool:
+    """Whether ``/proc/PID/io``'s ``rchar`` counts bytes received from a socket here.
+    Some kernels and sandboxes count only file reads, and then a worker's
+    ``read_chars`` says nothing about the payload it streamed."""
+    sender, receiver = socket.socketpair()
+    with sender, receiver:
+        before = psutil.Process().io_counters().read_chars
+        sender.sendall(b"\0" * 65536)
+        received = 0
+        while received < 65536:
+            received += len(receiver.recv(65536))
+        return bool(psutil.Process().io_counters().read_chars - before >= received)
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-GROUPS = ("sftp", "gcs", "s3", "small")
+GROUPS = ("sftp", "gcs", "s3", "small", "latency", "ftp")
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,22 @@ class Options:
     small_sessions: int
     batch_window: float
     batch_max_wait: float
+    latency_files: int
+    latency_interval: float
+    latency_batch_window: float | None
+    latency_batch_max_wait: float | None
+    profile: bool
     output: Path | None
     keep: bool
+
+    @property
+    def latency_scanner_env(self) -> dict[str, str]:
+        """The scanner's batching for the latency leg: the service's defaults unless set."""
+        chosen = {
+            "CONVEYOR_BATCH_WINDOW_SECONDS": self.latency_batch_window,
+            "CONVEYOR_BATCH_MAX_WAIT_SECONDS": self.latency_batch_max_wait,
+        }
+        return {name: str(value) for name, value in chosen.items() if value is not None}
 
     @property
     def large_size(self) -> int:
@@ -51,7 +65,9 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         "prints one JSON object (docs/benchmarks.md).",
     )
     parser.add_argument("--size-gib", type=float, default=1.0, help="large file size (1)")
-    parser.add_argument("--small-files", type=int, default=500, help="number of small files (500)")
+    parser.add_argument(
+        "--small-files", "--files", type=int, default=500, help="number of small files (500)"
+    )
     parser.add_argument("--small-kib", type=int, default=64, help="size of each small file (64)")
     parser.add_argument(
         "--only",
@@ -96,13 +112,36 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         default=5.0,
         help="scanner's CONVEYOR_BATCH_MAX_WAIT_SECONDS: a job at least this often (5)",
     )
+    parser.add_argument("--latency-files", type=int, default=100, help="files put one by one (100)")
+    parser.add_argument(
+        "--latency-interval", type=float, default=0.2, help="seconds between their puts (0.2)"
+    )
+    parser.add_argument(
+        "--latency-batch-window",
+        type=float,
+        help="CONVEYOR_BATCH_WINDOW_SECONDS for the latency leg (the scanner's default)",
+    )
+    parser.add_argument(
+        "--latency-batch-max-wait",
+        type=float,
+        help="CONVEYOR_BATCH_MAX_WAIT_SECONDS for the latency leg (the scanner's default)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the scanner and transfer-sftp with py-spy during the small-files legs "
+        "and print their top functions (the sampling costs them some CPU: take throughput "
+        "from a run without it)",
+    )
     parser.add_argument("--output", type=Path, help="also write the JSON to this file")
     parser.add_argument(
         "--keep", action="store_true", help="keep the state directory (logs, configs)"
     )
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.small_files < 1 or args.size_gib <= 0:
-        parser.error("--rounds and --small-files must be at least 1, --size-gib positive")
+    if args.rounds < 1 or args.small_files < 1 or args.latency_files < 1 or args.size_gib <= 0:
+        parser.error(
+            "--rounds, --small-files and --latency-files must be at least 1, --size-gib positive"
+        )
     return Options(
         size_gib=args.size_gib,
         small_files=args.small_files,
@@ -114,6 +153,11 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         small_sessions=args.small_sessions,
         batch_window=args.batch_window,
         batch_max_wait=args.batch_max_wait,
+        latency_files=args.latency_files,
+        latency_interval=args.latency_interval,
+        latency_batch_window=args.latency_batch_window,
+        latency_batch_max_wait=args.latency_batch_max_wait,
+        profile=args.profile,
         output=args.output,
         keep=args.keep,
     )

@@ -37,6 +37,12 @@ def parse_time(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Every JSON event a service has written to its log so far."""
+    follower = LogFollower(path)
+    return follower.read_new()
+
+
 class LogFollower:
     """The JSON lines a service writes, read as they appear."""
 
@@ -93,7 +99,8 @@ class Service:
             if new:
                 continue
             if not self.process.running():
-                raise RuntimeError(f"{self.process.name} exited; see {self.log.path}")
+                tail = self.log.path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.process.name} exited; {self.log.path} ends:\n{tail}")
             time.sleep(0.05)
         raise TimeoutError(
             f"timed out after {timeout:.0f}s waiting for {what}; see {self.log.path}"
@@ -191,14 +198,43 @@ class Pipeline:
         )
         self._scanner = self.start("conveyor_scanner", "scanner", **self._scanner_env)
 
+    def restart_scanner(self, scanner_env: Mapping[str, str], log_name: str) -> None:
+        """The scanner again, with ``scanner_env`` instead of the run's batching settings
+        (a variable left out takes the service's default)."""
+        self.stop()
+        self._scanner = self.start("conveyor_scanner", log_name, **scanner_env)
+
+    @property
+    def scanner(self) -> Service:
+        assert self._scanner is not None
+        return self._scanner
+
     @property
     def scanner_pid(self) -> int:
-        assert self._scanner is not None
-        return self._scanner.process.pid
+        return self.scanner.process.pid
 
     def stop(self) -> None:
         if self._scanner is not None:
             self._scanner.stop()
+            self._scanner = None
+
+    def ledger_tables(self) -> list[str]:
+        return [f"{self.stack}-{name}" for name in ("files", "jobs", "locks", "notifications")]
+
+    def scan_table(self, table: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for page in self.dynamodb.get_paginator("scan").paginate(TableName=table):
+            items += page["Items"]
+        return items
+
+    def clear_ledger(self) -> None:
+        """Empty the ledger tables, so a leg does not pay for the items the one before
+        it left (moto's DynamoDB slows with a table's size)."""
+        for table in self.ledger_tables():
+            schema = self.dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]
+            names = [key["AttributeName"] for key in schema]
+            for item in self.scan_table(table):
+                self.dynamodb.delete_item(TableName=table, Key={n: item[n] for n in names})
 
     def ledger(self, client_id: str) -> list[dict[str, Any]]:
         """Every ledger entry of ``client_id`` (plain values, attribute names as stored)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.measure import Usage, run_command
@@ -21,9 +22,10 @@ def rclone_version() -> str:
 
 
 class Rclone:
-    """Remotes ``s3`` (moto), ``sftp`` (sshd, host key pinned) and ``gcs`` (the emulator)."""
+    """Remotes ``s3`` (moto), ``sftp`` (sshd, host key pinned), ``gcs`` (the
+    emulator), and any ``more_remotes`` (config lines: the FTP legs' ``ftp``)."""
 
-    def __init__(self, stand_ins: StandIns, state: Path) -> None:
+    def __init__(self, stand_ins: StandIns, state: Path, more_remotes: Sequence[str] = ()) -> None:
         self._config = state / "rclone.conf"
         self._logs = state / "logs"
         sshd = stand_ins.sshd
@@ -55,7 +57,7 @@ class Rclone:
                 f"endpoint = {stand_ins.gcs.host}/storage/v1/",
                 "",
             ]
-        self._config.write_text("\n".join(remotes))
+        self._config.write_text("\n".join([*remotes, *more_remotes]))
 
     def copy(self, source: str, destination: str, *flags: str, log_name: str) -> Usage:
         """``rclone copy SOURCE DESTINATION`` with rclone's defaults plus ``flags``."""

@@ -14,12 +14,15 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from bench import legs
+from bench import ftp, legs
+from bench.latency import conveyor_latency
 from bench.legs import Bench, Figures, SmallFilesSettings
 from bench.options import Options
 from bench.pipeline import Pipeline
+from bench.profile import profile_text
 from bench.rclone import Rclone, rclone_version
 from bench.report import Results, combine, ratios, table, targets
+from bench.requests import RequestLog
 from bench.sources import create_sources
 from bench.standins import running_stand_ins
 
@@ -55,7 +58,9 @@ def _measure(name: str, leg: Callable[[], Figures]) -> Figures:
         figures = leg()
     except Exception as exc:
         figures = {"error": f"{type(exc).__name__}: {exc}"}
-    say(f"  {name}: {figures}")
+    # The request rows and profiles are long: the JSON and the closing tables hold them.
+    brief = {k: v for k, v in figures.items() if k not in {"aws_requests", "profile"}}
+    say(f"  {name}: {brief}")
     return figures
 
 
@@ -112,6 +117,27 @@ def _s3(bench: Bench, rounds: int) -> dict[str, Figures]:
     return _median_rounds([_pairs_round("s3", bench, number, pairs) for number in range(rounds)])
 
 
+def _ftp(bench: Bench, rounds: int) -> dict[str, Figures]:
+    """S3 -> vsftpd: the large file against rclone (and unverified), then the small files."""
+    pairs: list[tuple[str, Leg, Leg]] = [
+        ("", ftp.rclone_large, partial(ftp.conveyor_large, verified=True))
+    ]
+    measured = [
+        {
+            **_pairs_round("ftp", bench, number, pairs),
+            "conveyor_unverified": _measure(
+                "ftp conveyor_unverified",
+                partial(ftp.conveyor_large, bench, verified=False, round_number=number),
+            ),
+        }
+        for number in range(rounds)
+    ]
+    found = _median_rounds(measured)
+    found["rclone_small"] = _measure("ftp rclone_small", partial(ftp.rclone_small, bench))
+    found["conveyor_small"] = _measure("ftp conveyor_small", partial(ftp.conveyor_small, bench))
+    return found
+
+
 def _small(bench: Bench) -> dict[str, Figures]:
     found: dict[str, Figures] = {}
     for verified in (True, False):
@@ -138,7 +164,31 @@ def _workloads(options: Options) -> dict[str, int]:
         workloads |= {"small_verified": 1, "small_unverified": 1}
     if options.rss_4gib:
         workloads["rss_large"] = 1
+    if "latency" in options.only:
+        workloads["latency"] = 1
     return workloads
+
+
+def _latency(bench: Bench, options: Options) -> dict[str, Figures]:
+    """Last, with its own scanner settings (the service's defaults unless chosen)."""
+    bench.pipeline.restart_scanner(options.latency_scanner_env, "scanner-latency")
+    leg = partial(
+        conveyor_latency,
+        bench,
+        files=options.latency_files,
+        size=options.small_size,
+        interval=options.latency_interval,
+    )
+    return {"conveyor_verified": _measure("latency conveyor_verified", leg)}
+
+
+def _profiles(results: Results) -> str:
+    """Every profile the small legs recorded, for the terminal."""
+    return "\n".join(
+        profile_text(f"{leg} {name}", profile)
+        for leg, figures in results.get("small", {}).items()
+        for name, profile in figures.get("profile", {}).items()
+    )
 
 
 def run_benchmark(options: Options) -> dict[str, object]:
@@ -149,7 +199,13 @@ def run_benchmark(options: Options) -> dict[str, object]:
     small = SmallFilesSettings(options.small_concurrency, options.small_sessions)
     results: Results = {}
     try:
-        with running_stand_ins(state, gcs="gcs" in options.only) as stand_ins:
+        requests = RequestLog(state / "moto-requests.jsonl")
+        with (
+            running_stand_ins(
+                state, gcs="gcs" in options.only, request_log=requests.path
+            ) as stand_ins,
+            ftp.running_vsftpd("ftp" in options.only) as vsftpd,
+        ):
             say("stand-ins up; deploying the stack and creating the sources")
             pipeline = Pipeline(
                 stand_ins,
@@ -160,14 +216,14 @@ def run_benchmark(options: Options) -> dict[str, object]:
                 },
             )
             try:
-                large = options.large_size if options.only & {"sftp", "gcs", "s3"} else 0
+                large = options.large_size if options.only & {"sftp", "gcs", "s3", "ftp"} else 0
                 if options.rss_4gib:
                     large = large or options.large_size
                 sources = create_sources(
                     pipeline.s3,
                     state,
                     large_size=large,
-                    small_count=options.small_files if "small" in options.only else 0,
+                    small_count=options.small_files if options.only & {"small", "ftp"} else 0,
                     small_size=options.small_size,
                 )
                 if "gcs" in options.only:
@@ -175,8 +231,19 @@ def run_benchmark(options: Options) -> dict[str, object]:
                 if "s3" in options.only:
                     pipeline.s3.create_bucket(Bucket=legs.s3_bucket(pipeline))
                 legs.add_routes(pipeline, _workloads(options), small)
+                if vsftpd is not None:
+                    ftp.add_routes(pipeline, vsftpd, options.rounds, small)
                 pipeline.start_scanner()
-                bench = Bench(stand_ins, pipeline, sources, Rclone(stand_ins, state), small)
+                bench = Bench(
+                    stand_ins,
+                    pipeline,
+                    sources,
+                    Rclone(stand_ins, state, ftp.rclone_remote(vsftpd) if vsftpd else ()),
+                    small,
+                    requests=requests,
+                    profiles=state / "profiles" if options.profile else None,
+                    vsftpd=vsftpd,
+                )
                 if "sftp" in options.only:
                     say(f"sftp: {options.size_gib} GiB, S3 -> sshd")
                     results["sftp"] = _sftp(bench, options.rounds)
@@ -189,6 +256,12 @@ def run_benchmark(options: Options) -> dict[str, object]:
                 if "s3" in options.only:
                     say(f"s3: {options.size_gib} GiB, S3 -> another bucket")
                     results["s3"] = _s3(bench, options.rounds)
+                if vsftpd is not None:
+                    say(
+                        f"ftp: {options.size_gib} GiB and {options.small_files} x "
+                        f"{options.small_kib} KiB, S3 -> vsftpd"
+                    )
+                    results["ftp"] = _ftp(bench, options.rounds)
                 if "small" in options.only:
                     say(f"small: {options.small_files} x {options.small_kib} KiB, S3 -> sshd")
                     results["small"] = _small(bench)
@@ -199,6 +272,12 @@ def run_benchmark(options: Options) -> dict[str, object]:
                             "rss_4gib conveyor", partial(legs.conveyor_rss_large, bench, 4)
                         )
                     }
+                if "latency" in options.only:
+                    say(
+                        f"latency: {options.latency_files} x {options.small_kib} KiB, "
+                        f"{options.latency_interval} s apart, S3 -> sshd"
+                    )
+                    results["latency"] = _latency(bench, options)
             finally:
                 pipeline.stop()
     finally:
@@ -207,8 +286,10 @@ def run_benchmark(options: Options) -> dict[str, object]:
         else:
             shutil.rmtree(state, ignore_errors=True)
     found = ratios(results)
-    say(table(results))
     about["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    if options.profile:
+        say(_profiles(results))
+    say(table(results, about))
     return {
         "command": "uv run python -m bench " + " ".join(sys.argv[1:]),
         "machine": about,
@@ -222,6 +303,12 @@ def run_benchmark(options: Options) -> dict[str, object]:
                 "CONVEYOR_BATCH_MAX_WAIT_SECONDS": options.batch_max_wait,
                 "CONVEYOR_RECEIVE_WAIT_SECONDS": 1,
             },
+            "latency": {
+                "files": options.latency_files,
+                "interval_seconds": options.latency_interval,
+                "scanner": options.latency_scanner_env or "the scanner's defaults",
+            },
+            "profile": options.profile,
             "transfer_sftp_small": {
                 "CONVEYOR_CONCURRENCY": options.small_concurrency,
                 "max_sessions": options.small_sessions,

@@ -51,13 +51,18 @@ class StandIns:
 
 
 @contextlib.contextmanager
-def running_stand_ins(state: Path, *, gcs: bool) -> Iterator[StandIns]:
+def running_stand_ins(
+    state: Path, *, gcs: bool, request_log: Path | None = None
+) -> Iterator[StandIns]:
     """moto, sshd and (with ``gcs``) the GCS emulator; every one stopped on exit.
 
     Points this process's AWS clients at moto (``AWS_ENDPOINT_URL``), as the
-    services' own environment does.
+    services' own environment does. With ``request_log``, moto writes one JSON
+    line per request there (``CONVEYOR_MOTO_REQUEST_LOG``: caller, operation...).
     """
     started: list[ManagedProcess] = []
+    if request_log is not None:
+        os.environ["CONVEYOR_MOTO_REQUEST_LOG"] = str(request_log)
     try:
         moto = servers.start_moto(state)
         started.append(moto.process)

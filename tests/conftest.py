@@ -23,6 +23,7 @@ import stamina
 from conveyor_cli.localstack import servers
 from conveyor_cli.localstack.deploy import deploy_stack
 from conveyor_shared.aws import CLIENT_CONFIG
+from tests.ftp_servers import ftp_servers  # noqa: F401 - the fixture, for every test
 from tests.support import InProcessServices, Stack
 
 

@@ -137,6 +137,61 @@ def start_scanner(services: InProcessServices, stack: Stack, routes: Path) -> No
     )
 
 
+@dataclass
+class ScannerParts:
+    """The scanner's pieces over the test stack, for tests that drive them directly."""
+
+    files: Any
+    jobs: Any
+    batches: Any
+    completion: Any
+    publisher: Any
+    recorder: Any
+
+
+async def scanner_parts(
+    aws: dict[str, Any],
+    stack: Stack,
+    transfer_url: str,
+    *,
+    repair_grace: float = 0.0,
+    identities: Any = None,
+    quiet_seconds: float = 0.3,
+) -> ScannerParts:
+    from conveyor_scanner.batches import JobBatches
+    from conveyor_scanner.recorder import JobRecorder
+    from conveyor_shared.delivery import JobCompletion
+    from conveyor_shared.ledger import FileLedger, JobLedger
+    from conveyor_shared.ledger.batches import BatchRules, OpenBatches
+    from conveyor_shared.messaging import CommandSender, EventPublisher
+
+    files = FileLedger(aws["dynamodb"], f"{stack.name}-files")
+    jobs = JobLedger(aws["dynamodb"], f"{stack.name}-jobs")
+    publisher = EventPublisher(aws["sns"], stack.outputs["EventsTopicArn"])
+    completion = JobCompletion(files, jobs, publisher)
+    batches = JobBatches(
+        batches=OpenBatches(aws["dynamodb"], f"{stack.name}-locks"),
+        jobs=jobs,
+        files=files,
+        completion=completion,
+        publisher=publisher,
+        due=CommandSender(aws["sqs"], await queue_url(aws["sqs"], f"{stack.name}-scanner")),
+        rules=BatchRules(quiet_seconds=quiet_seconds, max_wait_seconds=30, max_files=1000),
+        repair_grace_seconds=repair_grace,
+    )
+    recorder = JobRecorder(
+        files=files,
+        jobs=jobs,
+        batches=batches,
+        senders={"s3": CommandSender(aws["sqs"], transfer_url)},
+        publisher=publisher,
+        s3_client=aws["s3"],
+        repair_grace=repair_grace,
+        identities=identities,
+    )
+    return ScannerParts(files, jobs, batches, completion, publisher, recorder)
+
+
 def service_process(module: str, log_path: Path, env: dict[str, str]) -> ManagedProcess:
     """A service as a real OS process (for crash tests and the log format)."""
     return ManagedProcess(
@@ -183,6 +238,20 @@ async def bodies(sqs: Any, queue_url: str, settle: float = 1.0) -> list[dict[str
 
 async def queue_url(sqs: Any, name: str) -> str:
     return str((await sqs.get_queue_url(QueueName=name))["QueueUrl"])
+
+
+async def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
+    """How many messages the queue holds: (visible, in flight)."""
+    attributes = (
+        await sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+    )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
 
 
 async def subscribe_events(aws: dict[str, Any], stack: Stack) -> str:

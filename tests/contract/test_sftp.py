@@ -2,14 +2,16 @@
 the ``posix-rename@openssh.com`` extension, plus what only SFTP has: unique
 temporary names and the sweep of orphaned ones, the checksum taken on the
 temporary file before the rename, host key pinning, the session limit,
-directory creation."""
+directory creation; and the source contract, over the same pool and
+``md5sum``."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
@@ -36,6 +38,7 @@ from conveyor_shared.errors import (
 )
 from conveyor_shared.secrets import SftpCredentials
 from conveyor_shared.transfer import AssuredHashUnavailable, copy
+from tests.contract.source_suite import DroppingProxy, SourceContract
 from tests.contract.suite import DestinationContract, MiB, write
 from tests.support import TcpProxy, eventually
 
@@ -473,6 +476,55 @@ class TestSftpConnections:
             assert (directory / "f.bin").read_bytes() == data
         finally:
             await pool.close()
+
+
+@dataclass
+class SftpSourceUnderTest:
+    source: SftpStore
+    directory: Path
+    cut: Callable[[], Awaitable[None]] | None
+    #: What ``md5sum`` on the server vouches for.
+    hashes: frozenset[str] = frozenset({"md5"})
+
+    async def put(self, path: str, data: bytes) -> None:
+        target = self.directory / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+class TestSftpSource(SourceContract):
+    @pytest.fixture
+    async def source_under_test(
+        self, server: servers.Sshd, directory: Path
+    ) -> AsyncIterator[SftpSourceUnderTest]:
+        """A store in a fresh directory, reached through a proxy to the sshd."""
+        proxy = DroppingProxy(server.port)
+        async with proxy:
+            pool = pool_for(server, port=proxy.port)
+            try:
+                yield SftpSourceUnderTest(SftpStore(pool, directory.name), directory, proxy.drop)
+            finally:
+                await pool.close()
+
+    async def test_uploads_in_progress_are_not_listed(
+        self, source_under_test: SftpSourceUnderTest
+    ) -> None:
+        await source_under_test.put(f"in/{temporary_name('a.csv')}", b"partial")
+        await source_under_test.put("in/a.csv", b"whole")
+        assert [info.path async for info in source_under_test.source.list()] == ["in/a.csv"]
+
+    async def test_without_commands_stat_vouches_for_no_hash(
+        self, sshd_sftp_only: servers.Sshd, unique: str
+    ) -> None:
+        directory = sshd_sftp_only.root / f"only-{unique}"
+        directory.mkdir()
+        (directory / "f.csv").write_bytes(b"data")
+        pool = pool_for(sshd_sftp_only)
+        try:
+            info = await SftpStore(pool, directory.name).stat("f.csv")
+        finally:
+            await pool.close()
+        assert (info.size, info.hashes) == (4, {})
 
 
 class CountingProxy(TcpProxy):

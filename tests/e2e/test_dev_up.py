@@ -7,8 +7,10 @@ that stops it comes last."""
 
 from __future__ import annotations
 
+import ftplib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,6 +113,19 @@ class DevUp:
         )
 
 
+def ftp_sizes(exports: dict[str, str], directory: str) -> dict[str, int]:
+    """What the FTP stand-in holds in ``directory``, read over FTP as a partner would."""
+    with ftplib.FTP() as ftp:
+        ftp.connect(exports["CONVEYOR_FTP_HOST"], int(exports["CONVEYOR_FTP_PORT"]), timeout=10)
+        ftp.login(exports["CONVEYOR_FTP_USER"], exports["CONVEYOR_FTP_PASSWORD"])
+        ftp.voidcmd("TYPE I")
+        return {
+            name: int(facts["size"])
+            for name, facts in ftp.mlsd(directory)
+            if facts.get("type") == "file"
+        }
+
+
 @pytest.fixture(scope="module")
 def dev_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevUp]:
     running = DevUp(tmp_path_factory.mktemp("dev-up") / "dev")
@@ -129,11 +144,12 @@ def dev_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevUp]:
 
 def test_dev_up_delivers_samples_everywhere(dev_up: DevUp) -> None:
     output = dev_up.wait_for("press Ctrl-C", timeout=1)
-    assert "6 of 6 file(s) delivered; 6 e-mail(s) in the local mailbox." in output
+    assert "7 of 7 file(s) delivered; 8 e-mail(s) in the local mailbox." in output
     for destination in (
         "gs://h1001-inbound/monthly/claims_2026-11.csv",
         "/inbound/H1002/roster_2026-11-21.csv",
         "s3://h1003-deliveries/incoming/lab_results_2026-11.csv",
+        "/deliveries/H1004/claims_2026-11-28.csv",
     ):
         assert destination in output
 
@@ -144,6 +160,7 @@ def test_dev_up_delivers_samples_everywhere(dev_up: DevUp) -> None:
     ]
     delivered = Path(dev_up.exports()["CONVEYOR_SFTP_ROOT"]) / "inbound/H1002/roster_2026-11-21.csv"
     assert delivered.stat().st_size == 1_500_000
+    assert ftp_sizes(dev_up.exports(), "deliveries/H1004") == {"claims_2026-11-28.csv": 2_000_000}
 
     # The local stack drives the scan schedule itself (moto's never fires).
     until(
@@ -154,6 +171,31 @@ def test_dev_up_delivers_samples_everywhere(dev_up: DevUp) -> None:
         30,
         "a scheduled scan",
     )
+
+
+def test_dev_up_prints_the_api_and_keys_that_work(dev_up: DevUp) -> None:
+    output = dev_up.wait_for("press Ctrl-C", timeout=1)
+    keys = dict(
+        re.findall(r"^ +(web page|operator key|read-only key) +(\S+)$", output, re.MULTILINE)
+    )
+    assert set(keys) == {"web page", "operator key", "read-only key"}, output[-2000:]
+    api = keys["web page"].removesuffix("/web/")
+    assert dev_up.exports()["CONVEYOR_API_URL"] == api
+    cli_env = {**ENV, "CONVEYOR_API_URL": api}
+    listed = subprocess.run(
+        [*CONVEYOR, "files", "--client", "H1003", "--status", "success", "--json"],
+        env={**cli_env, "CONVEYOR_API_KEY": keys["read-only key"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    names = {f["fileName"] for f in json.loads(listed.stdout)["items"]}
+    assert names == {"lab_results_2026-11.csv", "pharmacy_2026-11.csv"}
+    refused = subprocess.run(
+        [*CONVEYOR, "status"], env=cli_env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 3, "no key: refused"
 
 
 def test_a_killed_service_is_restarted_and_the_stack_keeps_delivering(dev_up: DevUp) -> None:

@@ -22,6 +22,7 @@ from tests.support import (
     bodies,
     eventually,
     ledger_items,
+    scanner_parts,
     write_routes,
 )
 
@@ -149,7 +150,7 @@ async def test_an_entry_under_the_older_identity_is_still_known(
             "sourceKey": {"S": "H2001/old/report.csv"},
         },
     )
-    services.start(run_scanner, scanner_settings(stack, routes))
+    services.start(run_scanner, scanner_settings(stack, routes, legacy_identities=True))
     await s3.put_object(Bucket=stack.pickup_bucket, Key="H2001/again.csv", Body=b"old bytes")
     await s3.put_object(Bucket=stack.pickup_bucket, Key="H2001/new.csv", Body=b"new bytes")
     [sent] = await eventually(lambda: bodies(sqs, transfers, settle=0.5), what="the new file")
@@ -164,35 +165,71 @@ async def test_an_entry_under_the_older_identity_is_still_known(
     assert set(entries) == {legacy, f"sha256:{hashlib.sha256(b'new bytes').hexdigest()}"}
 
 
-async def test_an_upload_is_read_once_to_find_its_identity(
+async def test_a_scan_of_kept_files_reads_and_writes_none_of_them_again(
     stack: Stack, aws: dict[str, Any], tmp_path: Path
 ) -> None:
     from conveyor_scanner.identities import KnownIdentities
-    from conveyor_scanner.recorder import JobRecorder
+    from conveyor_scanner.scan import ScheduledScan
     from conveyor_shared.config import load_routes
-    from conveyor_shared.ledger import FileLedger, JobLedger
-    from conveyor_shared.messaging import CommandSender, EventPublisher
+    from conveyor_shared.config.loader import RoutesSource
+    from conveyor_shared.ledger import FileStatus, Leases
 
-    routes = write_routes(tmp_path / "routes.yaml", [route(stack, "H2001")])
+    routes = write_routes(tmp_path / "routes.yaml", [route(stack, "H2001", after_delivery="keep")])
     the_route = (await load_routes(str(routes))).routes[0]
     identities = KnownIdentities(aws["dynamodb"], f"{stack.name}-locks")
-    recorder = JobRecorder(
-        files=FileLedger(aws["dynamodb"], f"{stack.name}-files", f"{stack.name}-jobs"),
-        jobs=JobLedger(aws["dynamodb"], f"{stack.name}-jobs"),
-        senders={"s3": CommandSender(aws["sqs"], await transfer_queue(aws, stack))},
-        publisher=EventPublisher(aws["sns"], stack.outputs["EventsTopicArn"]),
-        s3_client=aws["s3"],
+    parts = await scanner_parts(aws, stack, await transfer_queue(aws, stack), identities=identities)
+    keys = [f"H2001/kept/{i:03d}.csv" for i in range(120)]
+    for key in keys:
+        await aws["s3"].put_object(Bucket=stack.pickup_bucket, Key=key, Body=key.encode())
+    assert await parts.recorder.record(the_route, keys)
+    for entry in await parts.files.files_of_client("H2001"):  # delivered, and kept
+        assert await parts.files.settle(entry, FileStatus.SUCCESS)
+
+    class NoHealthCheck:
+        async def run(self, _routes: Any) -> None:
+            return None
+
+    scan = ScheduledScan(
+        leases=Leases(aws["dynamodb"], f"{stack.name}-locks"),
+        routes=RoutesSource(str(routes)),
+        recorder=parts.recorder,
+        done_files=None,  # type: ignore[arg-type]
+        health=NoHealthCheck(),  # type: ignore[arg-type]
+        files=parts.files,
         identities=identities,
+        s3_client=aws["s3"],
+        lease_seconds=60,
+        batch_max_files=1000,
     )
-    await upload(aws, stack, "H2001/single.bin")
-    head = await S3Store(aws["s3"], stack.pickup_bucket).head("H2001/single.bin")
-    assert await recorder.record(the_route, ["H2001/single.bin"])
-    remembered = await identities.get(stack.pickup_bucket, "H2001/single.bin", head["VersionId"])
-    assert remembered == f"sha256:{SHA256}"
-    # What the scanner meets again is not read again: the remembered identity is used.
-    await identities.remember(
-        stack.pickup_bucket, "H2001/single.bin", head["VersionId"], "sha256:remembered"
-    )
-    assert await recorder.record(the_route, ["H2001/single.bin"])
-    ids = {e["contentId"] for e in await ledger_items(aws["dynamodb"], stack, "H2001")}
-    assert ids == {f"sha256:{SHA256}", "sha256:remembered"}
+    async with count_requests(aws["s3"], aws["dynamodb"]) as calls:
+        assert await scan.run()
+    per_key = {op: n for op, n in calls.items() if n >= len(keys) // 2}
+    assert per_key == {}, f"requests that grow with the kept files: {per_key}"
+    assert calls["BatchGetItem"] == 2, calls  # 100 keys a request
+    for operation in ("GetObject", "HeadObject", "PutItem"):
+        assert operation not in calls, calls
+
+    # One of them uploaded again with other bytes: only that one is read and recorded.
+    await aws["s3"].put_object(Bucket=stack.pickup_bucket, Key=keys[7], Body=b"a correction")
+    async with count_requests(aws["s3"], aws["dynamodb"]) as calls:
+        assert await scan.run()
+    assert calls["GetObject"] == 1, calls
+    entries = {e.file_name: e for e in await parts.files.files_of_client("H2001") if e.active}
+    assert list(entries) == ["007.csv"]
+
+
+@asynccontextmanager
+async def count_requests(*clients: Any) -> AsyncIterator[dict[str, int]]:
+    """How many requests of each operation ``clients`` make inside the block."""
+    calls: dict[str, int] = {}
+
+    def count(model: Any, **_kwargs: Any) -> None:
+        calls[model.name] = calls.get(model.name, 0) + 1
+
+    for client in clients:
+        client.meta.events.register("before-call.*.*", count)
+    try:
+        yield calls
+    finally:
+        for client in clients:
+            client.meta.events.unregister("before-call.*.*", count)

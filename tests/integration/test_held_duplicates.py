@@ -24,6 +24,7 @@ from tests.support import (
     eventually,
     ledger_items,
     queue_url,
+    scanner_parts,
     write_routes,
 )
 
@@ -36,7 +37,7 @@ async def scanner(stack: Stack, tmp_path: Path, services: InProcessServices) -> 
 
 
 def ledger(aws: dict[str, Any], stack: Stack) -> FileLedger:
-    return FileLedger(aws["dynamodb"], f"{stack.name}-files", f"{stack.name}-jobs")
+    return FileLedger(aws["dynamodb"], f"{stack.name}-files")
 
 
 async def versions(aws: dict[str, Any], stack: Stack, key: str) -> list[tuple[str, bool]]:
@@ -170,32 +171,20 @@ async def test_duplicates_in_one_batch_are_settled_with_the_delivery(
 async def test_the_health_check_sends_what_was_held_for_a_file_it_fails(
     stack: Stack, aws: dict[str, Any], scanner: Path, tmp_path: Path
 ) -> None:
-    from conveyor_scanner.recorder import JobRecorder
     from conveyor_scanner.scan import HealthCheck
     from conveyor_shared.config import load_routes
-    from conveyor_shared.delivery import JobCompletion
-    from conveyor_shared.ledger import JobLedger
-    from conveyor_shared.messaging import CommandSender, EventPublisher
 
     first, _ = await hold_a_duplicate(aws, stack)
     await aws["s3"].delete_object(Bucket=stack.pickup_bucket, Key="H2001/original.csv")
-    files, jobs = ledger(aws, stack), JobLedger(aws["dynamodb"], f"{stack.name}-jobs")
-    publisher = EventPublisher(aws["sns"], stack.outputs["EventsTopicArn"])
     transfers = await transfer_queue(aws, stack)
-    recorder = JobRecorder(
-        files=files,
-        jobs=jobs,
-        senders={"s3": CommandSender(aws["sqs"], transfers)},
-        publisher=publisher,
-        s3_client=aws["s3"],
-        repair_grace=0,
-    )
+    parts = await scanner_parts(aws, stack, transfers)
     health = HealthCheck(
-        files=files,
-        jobs=jobs,
-        recorder=recorder,
-        publisher=publisher,
-        completion=JobCompletion(files, jobs, publisher),
+        files=parts.files,
+        jobs=parts.jobs,
+        recorder=parts.recorder,
+        batches=parts.batches,
+        publisher=parts.publisher,
+        completion=parts.completion,
         s3_client=aws["s3"],
         stale_after=0,
         max_attempts=3,

@@ -12,12 +12,12 @@ from conveyor_shared.ledger.dynamo import now_iso
 from conveyor_shared.ledger.paths import DestinationPaths
 from conveyor_shared.messaging import QueueConsumer, ReceivedMessage
 from conveyor_shared.messaging.consumer import RetryLater
-from tests.support import Stack, eventually, queue_url
+from tests.support import Stack, eventually, queue_counts, queue_url
 
 
 def ledgers(aws: dict[str, Any], stack: Stack) -> tuple[FileLedger, JobLedger]:
     return (
-        FileLedger(aws["dynamodb"], f"{stack.name}-files", f"{stack.name}-jobs"),
+        FileLedger(aws["dynamodb"], f"{stack.name}-files"),
         JobLedger(aws["dynamodb"], f"{stack.name}-jobs"),
     )
 
@@ -92,10 +92,12 @@ async def test_one_claim_wins_and_settling_twice_counts_once(
     settled = await asyncio.gather(
         *(files.settle(winners[0], FileStatus.SUCCESS, owner=owner) for _ in range(4))
     )
-    assert sorted(settled) == [False, False, False, True]
-    job = await jobs.get("J3")
-    assert job is not None
-    assert (job.succeeded, job.failed, job.complete) == (1, 0, True)
+    assert sorted(s is not None for s in settled) == [False, False, False, True]
+    # Only the one settle that won counts the file in its job.
+    [won] = [s for s in settled if s is not None]
+    counted = await jobs.count(won.job_id, won.status)
+    assert counted is not None
+    assert (counted.succeeded, counted.failed, counted.complete) == (1, 0, True)
 
 
 async def test_an_expired_lease_is_taken_over_and_a_released_claim_is_not_counted(
@@ -147,8 +149,13 @@ async def test_exactly_one_caller_finishes_a_job(stack: Stack, aws: dict[str, An
     entries = [entry("J4", f"etag-{i}", f"f{i}.csv") for i in range(3)]
     for e in entries:
         assert await files.record_new(e)
-    await asyncio.gather(*(files.settle(e, FileStatus.SUCCESS) for e in entries))
-    finishers = await asyncio.gather(*(jobs.finish_if_complete("J4") for _ in range(8)))
+    for settled in await asyncio.gather(*(files.settle(e, FileStatus.SUCCESS) for e in entries)):
+        assert settled is not None
+        await jobs.count(settled.job_id, settled.status)
+    job = await jobs.get("J4")
+    assert job is not None
+    assert job.complete
+    finishers = await asyncio.gather(*(jobs.finish("J4") for _ in range(8)))
     assert len([f for f in finishers if f is not None]) == 1
     assert await jobs.mark_published("J4", "finished")
     assert not await jobs.mark_published("J4", "finished")
@@ -173,14 +180,14 @@ async def test_consumer_keeps_a_long_message_invisible_and_deletes_it_after(
     )
     running = asyncio.create_task(consumer.run(stop))
 
-    async def counts() -> tuple[str, str]:
-        return await _visibility_counts(sqs, url)
+    async def counts() -> tuple[int, int]:
+        return await queue_counts(sqs, url)
 
     await eventually(lambda: asyncio.sleep(0, bool(seen)), what="the handler to start")
     started = asyncio.get_running_loop().time()
 
     async def still_hidden_after_three_timeouts() -> bool:
-        assert await counts() == ("0", "1"), "the message became visible while being handled"
+        assert await counts() == (0, 1), "the message became visible while being handled"
         return asyncio.get_running_loop().time() - started > 6
 
     await eventually(
@@ -199,20 +206,7 @@ async def test_consumer_keeps_a_long_message_invisible_and_deletes_it_after(
 
 
 async def _gone(counts: Any) -> bool:
-    return bool(await counts() == ("0", "0"))
-
-
-async def _visibility_counts(sqs: Any, url: str) -> tuple[str, str]:
-    attributes = (
-        await sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )
-    )["Attributes"]
-    return (
-        attributes["ApproximateNumberOfMessages"],
-        attributes["ApproximateNumberOfMessagesNotVisible"],
-    )
+    return bool(await counts() == (0, 0))
 
 
 async def test_a_stop_interrupts_handlers_after_the_drain_bound_and_frees_their_messages(
@@ -241,7 +235,7 @@ async def test_a_stop_interrupts_handlers_after_the_drain_bound_and_frees_their_
     await asyncio.wait_for(running, 10)
     assert interrupted.is_set()
     # Visible again at once, not after the 300 s visibility timeout.
-    assert await _visibility_counts(sqs, url) == ("1", "0")
+    assert await queue_counts(sqs, url) == (1, 0)
 
 
 async def test_a_handler_whose_message_was_taken_away_is_cancelled(
@@ -293,7 +287,7 @@ async def test_a_long_retry_later_is_cut_to_what_sqs_allows_and_holds(
     # Three old visibility timeouts later the message is still parked.
     deadline = asyncio.get_running_loop().time() + 6
     while asyncio.get_running_loop().time() < deadline:
-        assert await _visibility_counts(sqs, url) == ("0", "1")
+        assert await queue_counts(sqs, url) == (0, 1)
         await asyncio.sleep(0.5)
     cut = QueueConsumer._within_limit(
         ReceivedMessage("m", "r", "", 1, received_at=time.time() - 3600), 12 * 3600
@@ -301,19 +295,29 @@ async def test_a_long_retry_later_is_cut_to_what_sqs_allows_and_holds(
     assert 11 * 3600 - 62 <= cut <= 11 * 3600 - 60
 
 
-async def test_a_destination_path_is_held_by_one_and_remembers_the_newest_delivery(
+async def test_a_destination_path_is_held_by_one_and_only_moves_forward(
     stack: Stack, aws: dict[str, Any]
 ) -> None:
-    paths = DestinationPaths(aws["dynamodb"], f"{stack.name}-locks")
-    first = await paths.hold("path/H5001/a.csv", "worker-1", 60)
-    assert (first.held, first.newest_delivered) == (True, None)
-    assert not (await paths.hold("path/H5001/a.csv", "worker-2", 60)).held
-    assert (await paths.hold("path/H5001/a.csv", "worker-1", 60)).held, "a renewal"
-    await paths.release("path/H5001/a.csv", "worker-2", "2026-12-01T10:00:00.000Z")  # not its own
-    assert not (await paths.hold("path/H5001/a.csv", "worker-2", 60)).held
-    await paths.release("path/H5001/a.csv", "worker-1", "2026-12-01T10:00:00.000Z")
-    second = await paths.hold("path/H5001/a.csv", "worker-2", 60)
-    assert (second.held, second.newest_delivered) == (True, "2026-12-01T10:00:00.000Z")
-    await paths.release("path/H5001/a.csv", "worker-2")  # not delivered: the newest stays
-    third = await paths.hold("path/H5001/a.csv", "worker-3", 60)
-    assert third.newest_delivered == "2026-12-01T10:00:00.000Z"
+    done: set[str] = set()
+
+    async def holder_done(_holder: str, owner: str) -> bool:
+        return owner in done
+
+    paths = DestinationPaths(aws["dynamodb"], f"{stack.name}-locks", holder_done)
+    name, older, newer = "path/H5001/a.csv", "2026-12-01T10:00:00.000Z", "2026-12-01T11:00:00.000Z"
+    first = await paths.hold(name, "worker-1", 60, "H5001/sha256:old", older)
+    assert (first.held, first.superseded_by) == (True, None)
+    assert not (await paths.hold(name, "worker-2", 60, "H5001/sha256:new", newer)).held
+    assert (await paths.hold(name, "worker-1", 60, "H5001/sha256:old", older)).held, "a renewal"
+    await paths.release(name, "worker-2")  # not its own: nothing changes
+    assert not (await paths.hold(name, "worker-2", 60, "H5001/sha256:new", newer)).held
+    # worker-1 delivered and kept the path; once its claim ended, the next upload takes over.
+    done.add("worker-1")
+    assert (await paths.hold(name, "worker-2", 60, "H5001/sha256:new", newer)).held
+    # The older upload, retried late, is superseded: the path only moves forward.
+    late = await paths.hold(name, "worker-3", 60, "H5001/sha256:old", older)
+    assert (late.held, late.superseded_by) == (False, newer)
+    await paths.release(name, "worker-2")  # not delivered: freed, and still moved forward
+    again = await paths.hold(name, "worker-4", 60, "H5001/sha256:old", older)
+    assert (again.held, again.superseded_by) == (False, newer)
+    assert (await paths.hold(name, "worker-5", 60, "H5001/sha256:new", newer)).held

@@ -68,7 +68,7 @@ class Ledger:
 
     @classmethod
     def of(cls, stack: Stack, aws: dict[str, Any]) -> Ledger:
-        files = FileLedger(aws["dynamodb"], f"{stack.name}-files", f"{stack.name}-jobs")
+        files = FileLedger(aws["dynamodb"], f"{stack.name}-files")
         jobs = JobLedger(aws["dynamodb"], f"{stack.name}-jobs")
         publisher = EventPublisher(aws["sns"], stack.outputs["EventsTopicArn"])
         return cls(
@@ -125,6 +125,7 @@ class Ledger:
         it); failed attempts are recorded; the last one settles the file."""
         error = "SFTP server sftp.client.example:22 closed the connection"
         claimed: FileEntry | None = None
+        settled: FileEntry | None = None
         for attempt in range(1, attempts + 1):
             owner = f"transfer-{entry.content_id}-{attempt}"
             claimed = await self.files.claim(
@@ -136,12 +137,13 @@ class Ledger:
                     entry.client_id, entry.content_id, owner, error, "transient"
                 )
             else:
-                await self.files.settle(
+                settled = await self.files.settle(
                     claimed, FileStatus.SUCCESS, owner=owner, delivered_to="s3://dest/"
                 )
         assert claimed is not None
         if succeed:
-            await self.completion.settle_job(entry.job_id)
+            assert settled is not None
+            await self.completion.count(settled)
         else:  # what the dead-letter handler does after the third failed receive
             reason = f"failed {attempts} attempts; last error: {error}"
             await fail_file(

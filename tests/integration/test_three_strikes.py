@@ -52,11 +52,12 @@ async def test_a_file_sent_back_from_the_dead_letter_queue_gets_no_fourth_attemp
         Bucket=stack.pickup_bucket, Key=f"{CLIENT}/plan.csv", Body=b"member,plan\n1,A\n"
     )
 
-    async def dispatched() -> dict[str, Any] | None:
+    async def recorded() -> dict[str, Any] | None:
         items = await ledger_items(aws["dynamodb"], stack, CLIENT)
-        return items[0] if items and items[0].get("dispatchedAt") else None
+        return items[0] if items else None
 
-    entry = await eventually(dispatched, timeout=30, what="the transfer message")
+    # Recorded means dispatched: the scanner sends the message right after the put.
+    entry = await eventually(recorded, timeout=30, what="the file to be recorded")
     # The state the dead-letter consumer requeues in: two attempts used.
     await aws["dynamodb"].update_item(
         TableName=f"{stack.name}-files",

@@ -166,7 +166,9 @@ async def test_other_credentials_stream_with_kms_and_bucket_owner_control(
             return any(e["event"] == "scan.finished" for e in logs)
 
         await eventually(scanned, what="the scheduled scan")
-    assert not [e for e in logs if e["event"] in {"job.started", "file.recorded"}]
+    assert not [e for e in logs if e["event"] == "file.recorded"]
+    # (The delivered file's own job may announce itself late: it closes by its batch window.)
+    assert not [e for e in logs if e["event"] == "job.started" and e["job_id"] != entry["jobId"]]
     [again] = await ledger_items(aws["dynamodb"], stack, CLIENT)
     assert (again["status"], again["sendAttempts"], again["jobId"]) == (
         "success",

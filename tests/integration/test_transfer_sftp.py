@@ -239,7 +239,8 @@ async def test_a_server_without_commands_is_verified_by_the_stream(
     await delivery.put("claims.csv", body)
     entry = await delivery.settled()
     assert entry["status"] == "success"
-    assert entry["verifiedBy"] == "md5:stream", "what was read matched the ETag; no md5sum"
+    # What was read matched the SHA-256 the scanner recorded (and the ETag); no md5sum.
+    assert entry["verifiedBy"] == "sha256:stream"
     assert (delivery.root / "claims.csv").read_bytes() == body
 
 

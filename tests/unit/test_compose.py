@@ -4,6 +4,7 @@ two from drifting)."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -17,15 +18,34 @@ def compose() -> dict:  # type: ignore[type-arg]
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def test_every_service_runs_from_its_own_dockerfile() -> None:
+def test_every_service_is_built_from_the_one_dockerfile() -> None:
     services = compose()["services"]
     for module in SERVICES:
         name = module.removeprefix("conveyor_").replace("_", "-")
-        dockerfile = services[name]["build"]["dockerfile"]
-        assert dockerfile == f"services/{name}/Dockerfile"
-        assert (
-            (ROOT / dockerfile).read_text().rstrip().endswith(f'CMD ["python", "-m", "{module}"]')
-        )
+        assert services[name]["build"] == {
+            "context": ".",
+            "dockerfile": "deploy/Dockerfile",
+            "args": {"SERVICE": name},
+        }
+        assert not (ROOT / "services" / name / "Dockerfile").exists(), "a second recipe"
+        # The image runs the service's script, which must be its module's main.
+        project = tomllib.loads((ROOT / "services" / name / "pyproject.toml").read_text())
+        assert project["project"]["scripts"][f"conveyor-{name}"] == f"{module}.__main__:main"
+
+
+def test_the_dockerfile_installs_and_runs_only_the_service_it_is_given() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    steps = [line.strip() for line in dockerfile.replace("\\\n", " ").splitlines()]
+    syncs = [step for step in steps if "uv sync" in step]
+    assert len(syncs) == 2, "dependencies first, then the service's own code"
+    assert all("--frozen --no-dev" in s and '--package "conveyor-$SERVICE"' in s for s in syncs)
+    assert "--no-install-workspace" in syncs[0]
+    copies = [step for step in steps if step.startswith("COPY") and "/src" in step]
+    assert copies == [
+        "COPY shared/src shared/src",
+        "COPY services/${SERVICE}/src services/${SERVICE}/src",
+    ]
+    assert steps[-1] == 'CMD exec "conveyor-$SERVICE"'
 
 
 def test_services_get_the_same_variables_as_under_dev_up() -> None:

@@ -39,14 +39,14 @@ def run_cli(path: Path) -> subprocess.CompletedProcess[str]:
 
 def test_shipped_example_is_valid() -> None:
     routes = validate_routes(example())
-    assert [r.client_id for r in routes.routes] == ["H1234", "H5678", "H9012"]
+    assert [r.client_id for r in routes.routes] == ["H1234", "H5678", "H9012", "H3456", "bcbs-tx"]
     assert routes.routes[1].done_file_key == "H5678/H5678.done"
 
 
 def test_cli_accepts_the_example() -> None:
     result = run_cli(EXAMPLE)
     assert result.returncode == 0, result.stderr
-    assert "valid, 3 route(s)" in result.stdout
+    assert "valid, 5 route(s)" in result.stdout
 
 
 def test_unknown_key_is_named() -> None:
@@ -88,7 +88,7 @@ def test_unknown_destination_type() -> None:
     doc["routes"][0]["destination"]["type"] = "dropbox"
     found = problems(doc)
     assert found == {
-        "routes[0].destination": "unknown destination type 'dropbox'; expected one of gcs, sftp, s3"
+        "routes[0].destination": "unknown destination type 'dropbox'; expected one of gcs, sftp, s3, ftp"
     }
 
 
@@ -141,7 +141,7 @@ def test_cli_prints_every_problem_and_exits_nonzero(tmp_path: Path) -> None:
     assert "3 problem(s)" in result.stderr
     assert "routes[0].destination: unknown destination type 'ftpx'" in result.stderr
     assert "routes[1].destination.password: inline credential" in result.stderr
-    assert "routes[3].client_id: duplicate client id 'H9012' (also routes[2])" in result.stderr
+    assert "routes[5].client_id: duplicate client id 'H9012' (also routes[2])" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
 
 
@@ -174,8 +174,8 @@ def test_duplicates_and_overlaps_are_found_in_routes_with_field_errors() -> None
 
 def test_an_invalid_field_is_not_compared_with_other_routes() -> None:
     doc = example()
-    doc["routes"][1]["client_id"] = "h1234"
-    doc["routes"][2]["client_id"] = "h1234"
+    doc["routes"][1]["client_id"] = "H-1234"
+    doc["routes"][2]["client_id"] = "H-1234"
     found = problems(doc)
     assert set(found) == {"routes[1].client_id", "routes[2].client_id"}
     assert all("duplicate" not in message for message in found.values())
@@ -192,3 +192,42 @@ def test_a_pickup_must_not_contain_the_quarantine(pickup: str) -> None:
     found = problems(doc)
     assert list(found) == ["routes[0].pickup"]
     assert "conveyor-quarantine/, where refused files are moved" in found["routes[0].pickup"]
+
+
+@pytest.mark.parametrize("route_id", ["H1234", "bcbs-tx", "aetna", "uhc-2026"])
+def test_a_route_id_is_an_h_number_or_a_provider_id(route_id: str) -> None:
+    doc = example()
+    doc["routes"] = doc["routes"][:1]
+    doc["routes"][0]["client_id"] = route_id
+    assert validate_routes(doc).routes[0].client_id == route_id
+
+
+@pytest.mark.parametrize("route_id", ["BCBS-TX", "h12345x_", "-bcbs", "1234", "H123", "bcbs tx", ""])
+def test_a_malformed_route_id_names_the_field_and_both_forms(route_id: str) -> None:
+    doc = example()
+    doc["routes"][0]["client_id"] = route_id
+    message = problems(doc)["routes[0].client_id"]
+    assert "H number" in message
+    assert "provider id" in message
+
+
+def test_a_provider_id_is_one_route_like_a_client() -> None:
+    doc = example()
+    doc["routes"][0]["client_id"] = "bcbs-tx"
+    assert problems(doc) == {"routes[4].client_id": "duplicate client id 'bcbs-tx' (also routes[0])"}
+
+
+def test_an_ftp_destination_takes_the_backends_settings() -> None:
+    route = validate_routes(example()).routes[3]
+    assert route.destination.type == "ftp"
+    assert route.destination.upload_mode == "delete_then_rename"
+    assert route.destination.effective_port == 21
+    doc = example()
+    doc["routes"][3]["destination"]["upload_mode"] = "overwrite"
+    doc["routes"][3]["destination"]["fingerprint"] = "ab:cd"
+    found = problems(doc)
+    assert set(found) == {
+        "routes[3].destination.upload_mode",
+        "routes[3].destination.fingerprint",
+    }
+    assert "SHA-256" in found["routes[3].destination.fingerprint"]

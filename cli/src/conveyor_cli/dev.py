@@ -16,6 +16,7 @@ import boto3
 import httpx
 import typer
 
+from conveyor_cli.localstack.api_keys import read_local_keys
 from conveyor_cli.localstack.demo import SAMPLES, ProgressWatcher
 from conveyor_cli.localstack.processes import wait_until
 from conveyor_cli.localstack.servers import LOCAL_FTP_PASSWORD, prepare_sshd
@@ -58,10 +59,23 @@ Where to look:
   GCS destination     curl -s {ep.gcs_url}/storage/v1/b/{demo.gcs_bucket}/o
   SFTP destination    sftp -i {ep.sftp_client_key_path} -P {ep.sftp_port} -o UserKnownHostsFile={stack.state / "known_hosts"} {ep.sftp_user}@127.0.0.1:{demo.sftp_directory}
                       (or: ls {ep.sftp_root}/{demo.sftp_directory})
+  FTP destination     ftp://{ep.ftp_user}@{ep.ftp_host}:{ep.ftp_port}/{demo.ftp_directory} (password: $CONVEYOR_FTP_PASSWORD)
   e-mails (Maildir)   ls {ep.maildir}/new
   service logs        {stack.state / "logs"}/*.log (one JSON line per event)
   routes file         {routes}
-Drop more files into s3://{demo.pickup_bucket}/H1001/ (GCS), /H1002/ (SFTP), /H1003/ (S3).""")  # noqa: E501
+Drop more files into s3://{demo.pickup_bucket}/H1001/ (GCS), /H1002/ (SFTP), /H1003/ (S3), /H1004/ (FTP).""")  # noqa: E501
+
+
+def _api_access(endpoints: Endpoints, keys_path: Path) -> None:
+    keys = read_local_keys(keys_path)
+    wait_until(lambda: _answers(f"{endpoints.api_url}/healthz"), 60, "the status API")
+    typer.echo(f"""
+Status API and web page:
+  web page            {endpoints.api_url}/web/
+  API (OpenAPI)       {endpoints.api_url}/docs
+  operator key        {keys.operator}
+  read-only key       {keys.read_only}
+  command line        CONVEYOR_API_KEY={keys.operator} uv run conveyor status""")
 
 
 def _mail_count(maildir: str | None) -> int:
@@ -84,7 +98,7 @@ def up(
     scan_every: Annotated[int, typer.Option(help="Seconds between scheduled scans")] = 60,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for the samples")] = 180,
 ) -> None:
-    """Start everything, deliver sample files to SFTP, GCS and S3, and show their progress."""
+    """Start everything, deliver sample files to SFTP, GCS, S3 and FTP, and show their progress."""
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     if state_dir.exists():
         shutil.rmtree(state_dir)
@@ -117,6 +131,7 @@ def up(
             f"{mails} e-mail(s) in the local mailbox."
         )
         _where_to_look(stack, routes)
+        _api_access(endpoints, stack.state / "api-keys.json")
         if once:
             if not ok:
                 raise typer.Exit(1)

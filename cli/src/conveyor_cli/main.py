@@ -4,6 +4,7 @@ conveyor config validate FILE   check a routes file; every problem names its fie
 conveyor dev up                 run everything on the embedded local stack
 conveyor dev env                the running local stack's endpoints as shell exports
 conveyor dev deploy             deploy deploy/conveyor.yaml into the AWS endpoint in use
+conveyor status / files / file / resend / redrive / source   over the API (docs/api.md)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import aioboto3
 import typer
 
 from conveyor_cli import dev
+from conveyor_cli.commands import register as register_operator_commands
 from conveyor_shared.aws import CLIENT_CONFIG
 from conveyor_shared.config import ConfigError, RoutesFile, load_routes
 from conveyor_shared.errors import NotFound
@@ -24,6 +26,7 @@ app = typer.Typer(help="Conveyor: file delivery and provider sync.", no_args_is_
 config_app = typer.Typer(help="The routes file.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(dev.app, name="dev")
+register_operator_commands(app)
 
 
 @config_app.command("validate")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import aioboto3
 from aiobotocore.config import AioConfig
 
+from conveyor_shared.aws_calls import recorder_from_environment
+
 #: Connection pool large enough for a worker's concurrency plus its heartbeats.
 CLIENT_CONFIG = AioConfig(
     retries={"mode": "standard", "max_attempts": 5},
@@ -19,4 +21,8 @@ CLIENT_CONFIG = AioConfig(
 
 
 def aws_session(region: str) -> aioboto3.Session:
-    return aioboto3.Session(region_name=region)
+    session = aioboto3.Session(region_name=region)
+    recorder = recorder_from_environment()
+    if recorder is not None:
+        recorder.register(session.events)
+    return session

@@ -110,11 +110,19 @@ async def content_id(
     newer upload of the same key cannot mix in); its errors propagate."""
     if known := stored_content_id(head, key):
         return known
-    digest = hashlib.sha256()
     async with read() as chunks:
-        async for chunk in chunks:
+        return await sha256_of(chunks)
+
+
+async def sha256_of(chunks: AsyncIterator[bytes]) -> str:
+    """The identity of the bytes ``chunks`` yields: ``sha256:<hex>``."""
+    digest = hashlib.sha256()
+    async for chunk in chunks:
+        if len(chunk) > 256 * 1024:
             # hashlib releases the GIL on large chunks: a thread keeps the loop free.
             await asyncio.to_thread(digest.update, chunk)
+        else:
+            digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
 
 

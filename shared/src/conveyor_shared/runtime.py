@@ -11,6 +11,9 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
+from conveyor_shared import metrics
 from conveyor_shared.aws import CLIENT_CONFIG, aws_session
 from conveyor_shared.messaging.consumer import QueueConsumer
 from conveyor_shared.settings import ConveyorSettings
@@ -35,6 +38,11 @@ class AwsClients:
 
 
 async def open_clients(stack: AsyncExitStack, settings: ConveyorSettings) -> AwsClients:
+    # The service's run() has bound its name; metrics keep it past the consumer's
+    # per-message reset of the log context.
+    service = structlog.contextvars.get_contextvars().get("service")
+    if service:
+        metrics.bind_service(settings.stack, service)
     session: Any = aws_session(settings.region)
 
     async def client(name: str) -> Any:

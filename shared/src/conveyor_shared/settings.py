@@ -45,6 +45,18 @@ class ResourceNames:
         return self._name("notifications")
 
     @property
+    def received_table(self) -> str:
+        return self._name("received")
+
+    @property
+    def sync_poll_queue(self) -> str:
+        return self._name("sync-poll")
+
+    @property
+    def sync_fetch_queue(self) -> str:
+        return self._name("sync-fetch")
+
+    @property
     def events_topic(self) -> str:
         return self._name("events")
 
@@ -87,6 +99,8 @@ class ConveyorSettings(BaseSettings):
     visibility_timeout: int = Field(default=60, ge=5, le=43200)
     #: Long-poll wait; tests and the local stack may shorten it.
     receive_wait_seconds: int = Field(default=20, ge=0, le=20)
+    #: How long a finished job stays in the jobs table (its TTL).
+    job_retention_days: int = Field(default=90, ge=1, le=3650)
 
     @model_validator(mode="after")
     def _refuse_local_routes_in_production(self) -> ConveyorSettings:

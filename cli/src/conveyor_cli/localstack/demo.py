@@ -15,6 +15,7 @@ SAMPLES: dict[str, list[tuple[str, int]]] = {
     "H1001": [("members_2026-11.csv", 3_000_000), ("claims_2026-11.csv", 24_000_000)],
     "H1002": [("eligibility_2026-11-21.txt", 400_000), ("roster_2026-11-21.csv", 1_500_000)],
     "H1003": [("lab_results_2026-11.csv", 6_000_000), ("pharmacy_2026-11.csv", 800_000)],
+    "H1004": [("claims_2026-11-28.csv", 2_000_000)],
 }
 
 
@@ -53,11 +54,11 @@ def describe(entry: dict[str, Any]) -> tuple[str, str]:
     if status == "fail":
         return "failed", entry.get("lastError", {}).get("S", "unknown error")
     job = entry["jobId"]["S"]
-    if "dispatchedAt" not in entry:
-        return "recorded", f"job {job}"
     if "bytesDone" in entry and "size" in entry:
         done, size = int(entry["bytesDone"]["N"]), max(int(entry["size"]["N"]), 1)
         return "sending", f"{100 * done // size}% of job {job}"
+    if "leaseOwner" in entry:
+        return "sending", f"job {job}"
     return "queued", f"job {job}"
 
 

@@ -5,9 +5,12 @@ moto's CloudFormation reports success but silently skips a few resource
 kinds (listed below). After ``create_stack`` this module
 applies exactly those, read from the same template, through the service APIs:
 bucket notification, versioning and lifecycle configurations, SQS queue
-policies, SNS subscriptions and DynamoDB time-to-live settings. Each is
-applied only if it is missing, so a moto that starts supporting one does not
-get it twice.
+policies, SNS subscriptions, a bucket's public access block, DynamoDB
+time-to-live and point-in-time recovery settings, and for
+``deploy/services.yaml`` CloudWatch alarms, Application Auto Scaling targets
+and policies and EventBridge Scheduler schedules (which moto keeps but never
+fires). Each is applied only if it is missing, so a moto that starts
+supporting one does not get it twice.
 """
 
 from __future__ import annotations
@@ -85,6 +88,15 @@ class _Resolver:
             return {"TopicArn": physical, "TopicName": physical.rsplit(":", 1)[-1]}[attribute]
         if kind == "AWS::S3::Bucket" and attribute == "Arn":
             return f"arn:aws:s3:::{physical}"
+        if kind == "AWS::IAM::Role" and attribute == "Arn":
+            return f"arn:aws:iam::{account}:role/{physical}"
+        if kind == "AWS::ECS::Service" and attribute == "Name":
+            return physical.rsplit("/", 1)[-1]
+        if kind == "AWS::ElasticLoadBalancingV2::LoadBalancer":
+            full_name = physical.split(":loadbalancer/", 1)[-1]
+            return {"LoadBalancerFullName": full_name, "LoadBalancerName": full_name.split("/")[1]}[
+                attribute
+            ]
         raise KeyError(f"{logical}.{attribute} is not supported by the local deployer")
 
     def sub(self, text: str) -> str:
@@ -160,6 +172,24 @@ def _apply_bucket_versioning(
     )
 
 
+def _apply_public_access_block(
+    session: boto3.Session, resolver: _Resolver, logical: str, props: Mapping[str, Any]
+) -> None:
+    block = props.get("PublicAccessBlockConfiguration")
+    if not block:
+        return
+    s3 = session.client("s3")
+    bucket = resolver.physical[logical]
+    try:
+        s3.get_public_access_block(Bucket=bucket)
+        return
+    except s3.exceptions.ClientError:
+        pass
+    s3.put_public_access_block(
+        Bucket=bucket, PublicAccessBlockConfiguration={k: bool(v) for k, v in block.items()}
+    )
+
+
 def _lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
     """CloudFormation's lifecycle rule shape, in the S3 API's."""
     api: dict[str, Any] = {"ID": rule["Id"], "Status": rule["Status"], "Filter": {"Prefix": ""}}
@@ -209,6 +239,21 @@ def _apply_subscription(
     )
 
 
+def _apply_point_in_time_recovery(
+    session: boto3.Session, resolver: _Resolver, logical: str, props: Mapping[str, Any]
+) -> None:
+    if not props.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled"):
+        return
+    dynamodb = session.client("dynamodb")
+    table = resolver.physical[logical]
+    backups = dynamodb.describe_continuous_backups(TableName=table)["ContinuousBackupsDescription"]
+    if backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED":
+        return
+    dynamodb.update_continuous_backups(
+        TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+    )
+
+
 def _apply_ttl(
     session: boto3.Session, resolver: _Resolver, logical: str, props: Mapping[str, Any]
 ) -> None:
@@ -224,6 +269,94 @@ def _apply_ttl(
         TableName=table,
         TimeToLiveSpecification={"AttributeName": spec["AttributeName"], "Enabled": True},
     )
+
+
+_ALARM_NUMBERS = {"Period", "EvaluationPeriods", "DatapointsToAlarm"}
+
+
+def _apply_alarm(session: boto3.Session, resolver: _Resolver, props: Mapping[str, Any]) -> None:
+    cloudwatch = session.client("cloudwatch")
+    alarm = resolver.resolve(dict(props))
+    if cloudwatch.describe_alarms(AlarmNames=[alarm["AlarmName"]])["MetricAlarms"]:
+        return
+    for key in _ALARM_NUMBERS & alarm.keys():
+        alarm[key] = int(alarm[key])
+    alarm["Threshold"] = float(alarm["Threshold"])
+    cloudwatch.put_metric_alarm(**alarm)
+
+
+def _numbers(value: Any) -> Any:
+    """Parameters arrive as strings; the API wants numbers where CloudFormation converts."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str) and value.replace(".", "", 1).isdigit():
+        return float(value) if "." in value else int(value)
+    return value
+
+
+def _apply_scalable_target(
+    session: boto3.Session, resolver: _Resolver, props: Mapping[str, Any]
+) -> None:
+    scaling = session.client("application-autoscaling")
+    target = _numbers(resolver.resolve(dict(props)))
+    target["ResourceId"] = str(resolver.resolve(props["ResourceId"]))
+    found = scaling.describe_scalable_targets(
+        ServiceNamespace=target["ServiceNamespace"], ResourceIds=[target["ResourceId"]]
+    )["ScalableTargets"]
+    if not found:
+        scaling.register_scalable_target(**target)
+
+
+def _apply_scaling_policy(
+    session: boto3.Session, resolver: _Resolver, props: Mapping[str, Any]
+) -> None:
+    scaling = session.client("application-autoscaling")
+    target_props = resolver.template["Resources"][props["ScalingTargetId"]["Ref"]]["Properties"]
+    address = {
+        "ServiceNamespace": target_props["ServiceNamespace"],
+        "ResourceId": str(resolver.resolve(target_props["ResourceId"])),
+        "ScalableDimension": target_props["ScalableDimension"],
+    }
+    name = resolver.resolve(props["PolicyName"])
+    found = scaling.describe_scaling_policies(
+        ServiceNamespace=address["ServiceNamespace"], ResourceId=address["ResourceId"]
+    )["ScalingPolicies"]
+    if any(policy["PolicyName"] == name for policy in found):
+        return
+    configuration = resolver.resolve(props["TargetTrackingScalingPolicyConfiguration"])
+    for key in ("TargetValue", "ScaleInCooldown", "ScaleOutCooldown"):
+        if key in configuration:
+            configuration[key] = _numbers(configuration[key])
+    configuration["TargetValue"] = float(configuration["TargetValue"])
+    scaling.put_scaling_policy(
+        PolicyName=name,
+        PolicyType=props["PolicyType"],
+        TargetTrackingScalingPolicyConfiguration=configuration,
+        **address,
+    )
+
+
+def _apply_schedule(session: boto3.Session, resolver: _Resolver, props: Mapping[str, Any]) -> None:
+    scheduler = session.client("scheduler")
+    schedule = resolver.resolve(dict(props))
+    names = [s["Name"] for s in scheduler.list_schedules()["Schedules"]]
+    if schedule["Name"] not in names:
+        scheduler.create_schedule(**schedule)
+
+
+#: Resource kinds moto's CloudFormation skips, applied from their properties alone.
+_APPLIED_FROM_PROPERTIES: dict[
+    str, Callable[[boto3.Session, _Resolver, Mapping[str, Any]], None]
+] = {
+    "AWS::SQS::QueuePolicy": _apply_queue_policy,
+    "AWS::SNS::Subscription": _apply_subscription,
+    "AWS::CloudWatch::Alarm": _apply_alarm,
+    "AWS::ApplicationAutoScaling::ScalableTarget": _apply_scalable_target,
+    "AWS::ApplicationAutoScaling::ScalingPolicy": _apply_scaling_policy,
+    "AWS::Scheduler::Schedule": _apply_schedule,
+}
 
 
 def deploy_stack(
@@ -264,13 +397,13 @@ def deploy_stack(
         kind, props = resource["Type"], resource.get("Properties", {})
         if kind == "AWS::S3::Bucket":
             _apply_bucket_versioning(session, resolver, logical, props)
+            _apply_public_access_block(session, resolver, logical, props)
             _apply_bucket_notifications(session, resolver, logical, props)
-        elif kind == "AWS::SQS::QueuePolicy":
-            _apply_queue_policy(session, resolver, props)
-        elif kind == "AWS::SNS::Subscription":
-            _apply_subscription(session, resolver, props)
         elif kind == "AWS::DynamoDB::Table":
             _apply_ttl(session, resolver, logical, props)
+            _apply_point_in_time_recovery(session, resolver, logical, props)
+        elif kind in _APPLIED_FROM_PROPERTIES:
+            _APPLIED_FROM_PROPERTIES[kind](session, resolver, props)
     stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     return DeployedStack(stack_name, outputs, physical)

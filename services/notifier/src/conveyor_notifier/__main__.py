@@ -1,15 +1,8 @@
-import asyncio
-
 from conveyor_notifier.app import run
 from conveyor_notifier.settings import NotifierSettings
-from conveyor_shared.logging import configure_logging
+from conveyor_shared.entry import service_main
 
-
-def main() -> None:
-    settings = NotifierSettings()
-    configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(run(settings))
-
+main = service_main(NotifierSettings, run)
 
 if __name__ == "__main__":
     main()

@@ -88,7 +88,7 @@ async def run(settings: NotifierSettings, stop: asyncio.Event | None = None) -> 
         handler = NotifierHandler(
             JobMails(
                 routes=routes,
-                files=FileLedger(aws.dynamodb, names.files_table, names.jobs_table),
+                files=FileLedger(aws.dynamodb, names.files_table),
                 jobs=JobLedger(aws.dynamodb, names.jobs_table),
                 once=once,
                 mailer=mailer,

@@ -7,6 +7,7 @@ import asyncio
 import structlog
 
 from conveyor_scanner.arrivals import ArrivalLog
+from conveyor_scanner.batches import JobBatches
 from conveyor_scanner.done_files import DoneFileBatches
 from conveyor_scanner.keys import is_folder_placeholder
 from conveyor_scanner.recorder import JobRecorder
@@ -18,6 +19,7 @@ from conveyor_shared.messaging.batching import BatchWindow, Flush
 from conveyor_shared.messaging.consumer import ReceivedMessage
 from conveyor_shared.messaging.envelopes import MalformedMessage, parse_body
 from conveyor_shared.messaging.models import (
+    BatchDue,
     PickupRecheck,
     S3Notification,
     S3ObjectCreated,
@@ -29,10 +31,11 @@ log = structlog.get_logger("conveyor.scanner")
 
 
 def arrivals_recorder(recorder: JobRecorder) -> Flush[tuple[Route, str]]:
-    """Records a client's batch of arrivals as one job."""
+    """Records the arrivals of one client taken in together (a few milliseconds'
+    worth: ``arrival_coalesce_seconds``) with one reservation in its batch."""
 
     async def record(_client_id: str, arrivals: list[tuple[Route, str]]) -> None:
-        await recorder.record(arrivals[0][0], [key for _, key in arrivals])
+        await recorder.arrived(arrivals[0][0], [key for _, key in arrivals])
 
     return record
 
@@ -46,6 +49,7 @@ class ScannerHandler:
         arrivals: ArrivalLog,
         recorder: JobRecorder,
         scan: ScheduledScan,
+        batches: JobBatches,
     ) -> None:
         self._routes = routes
         self._window = window
@@ -53,6 +57,7 @@ class ScannerHandler:
         self._arrivals = arrivals
         self._recorder = recorder
         self._scan = scan
+        self._batches = batches
 
     async def handle(self, message: ReceivedMessage) -> None:
         parsed = parse_body(message.body)
@@ -64,6 +69,8 @@ class ScannerHandler:
             await self._scan.run(reason=parsed.reason)
         elif isinstance(parsed, PickupRecheck):
             await self._recheck(parsed)
+        elif isinstance(parsed, BatchDue):
+            await self._batches.due(parsed)
         else:
             raise MalformedMessage(f"the scanner does not handle {type(parsed).__name__}")
 

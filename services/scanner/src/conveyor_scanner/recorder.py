@@ -1,39 +1,41 @@
-"""Recording a batch of picked-up files as one job, and dispatching it (D4, D5, D8, D12).
+"""Recording picked-up files and dispatching them at once (D4, D5, D8, D12).
 
-For a batch of keys of one route:
+For the keys of one route:
 
-1. HEAD each object: its version and content identity (``identity.py``: a
-   SHA-256 S3 kept, else read once; an entry under the older identity is
-   found too). Gone: skipped. Bad name: refused once, reported to ops and
-   moved to ``conveyor-quarantine/`` in the same bucket.
-2. Create the job (``forming``) so every entry written next points at a job
-   that exists.
-3. Record each file with a conditional put. An existing entry means:
-   the same upload seen again (nothing to do, or a repair if it was never
-   dispatched); a settled file with bypass on, or one that had failed (reset
-   and send again); a file of the same content still in flight (left in the
-   pick-up and noted on that entry, to be decided the moment it settles:
-   ``pickup.recheck``); otherwise a duplicate of a delivered file (exactly
-   its version removed from the pick-up, not sent).
-4. Start the job with its final file count, send one ``transfer.requested``
-   per file, publish ``job.started`` once.
+1. Read each object once (``GetObject``, which says what a HEAD would):
+   its version and content identity (``identity.py``: a SHA-256 S3 kept,
+   else the bytes just read). Gone: skipped. Bad name: refused once,
+   reported to ops and moved to ``conveyor-quarantine/`` in the same bucket.
+2. Reserve them in a job: arrivals join the client's open batch
+   (``batches.py``); a ``.done`` file's batch or a scan's finds get a job
+   of their own.
+3. Record each file with a conditional put. An existing entry means: the
+   same upload seen again (nothing to do); a settled file with bypass on, or
+   one that had failed (reset and send again); a file of the same content
+   still in flight (left in the pick-up and noted on that entry, to be
+   decided the moment it settles: ``pickup.recheck``); otherwise a duplicate
+   of a delivered file (exactly its version removed from the pick-up, not
+   sent). Reserved files that were not recorded are given back to the job.
+4. Send one ``transfer.requested`` per recorded file, in batches of ten.
 
-A crash anywhere leaves state that ``repair`` completes later without
-sending anything twice: it waits ``repair_grace`` so as not to race a
-recorder that is merely slow.
+No write marks each file dispatched: one update per lot marks the job
+(``dispatched``, ``givenBack``). A job that reserved more than it marked
+lost a send (the scanner stopped between the puts and the send); the next
+scan's ``repair`` sends its files that no worker has taken again. A surplus
+message is harmless, since only one claim wins.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
 
+from conveyor_scanner.batches import JobBatches
 from conveyor_scanner.identities import KnownIdentities
 from conveyor_scanner.keys import rejection
 from conveyor_scanner.refused import RefusedFiles
@@ -42,25 +44,21 @@ from conveyor_shared.config.models import Route
 from conveyor_shared.delivery.destinations import destination_path
 from conveyor_shared.errors import NotFound
 from conveyor_shared.identity import (
-    content_id,
     etag_of,
     legacy_content_id,
+    sha256_of,
     stored_content_id,
+    vouched_hashes,
 )
-from conveyor_shared.ledger.dynamo import now_iso, older_than
+from conveyor_shared.ledger.dynamo import epoch, now_iso, older_than
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
-from conveyor_shared.ledger.models import FileEntry, FileStatus, Job, JobStatus
-from conveyor_shared.messaging.models import JobStarted, S3ObjectRef, TransferRequested
+from conveyor_shared.ledger.models import FileEntry, FileStatus
+from conveyor_shared.messaging.models import S3ObjectRef, TransferRequested
 from conveyor_shared.messaging.publisher import CommandSender, EventPublisher
 
 log = structlog.get_logger("conveyor.scanner")
 T = TypeVar("T")
-
-
-def new_job_id(client_id: str) -> str:
-    """Readable and sortable: ``H1234-20261121T101500Z-3f9a1c``."""
-    return f"{client_id}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -72,6 +70,9 @@ class PickedUp:
     etag: str
     #: False for a held duplicate that a newer upload of its key replaced.
     current: bool = True
+    #: Hashes S3 vouched for (an MD5 ETag), so the worker need not ask again.
+    hashes: Mapping[str, str] = field(default_factory=dict)
+    modified: datetime | None = None
 
 
 class JobRecorder:
@@ -80,15 +81,19 @@ class JobRecorder:
         *,
         files: FileLedger,
         jobs: JobLedger,
+        batches: JobBatches,
         senders: Mapping[str, CommandSender],
         publisher: EventPublisher,
         s3_client: Any,
         parallel: int = 32,
         repair_grace: float = 120.0,
         identities: KnownIdentities | None = None,
+        legacy_identities: bool = False,
     ) -> None:
         self._files = files
         self._jobs = jobs
+        self._batches = batches
+        self._legacy = legacy_identities
         self._senders = senders
         self._publisher = publisher
         self._s3 = s3_client
@@ -104,57 +109,69 @@ class JobRecorder:
 
         return list(await asyncio.gather(*(one(w) for w in work)))
 
+    async def arrived(self, route: Route, keys: Sequence[str]) -> str | None:
+        """Record and dispatch ``keys``, just arrived in ``route``'s pick-up, in the
+        client's open batch; the job's id, or None if nothing was new."""
+        picked = await self._read_all(route, keys)
+        if not picked:
+            return None
+        job_id = await self._batches.join(route, len(picked))
+        await self._record_into(route, job_id, picked)
+        return job_id
+
     async def record(self, route: Route, keys: Sequence[str]) -> str | None:
-        """Record ``keys`` (of ``route``'s pick-up) as one job; its id, or None if
-        nothing in them was new."""
-        picked = await self._bounded(self._head(route, k) for k in dict.fromkeys(keys))
-        return await self._record_picked(route, [p for p in picked if p is not None])
+        """Record ``keys`` (of ``route``'s pick-up, found together) as a job of
+        their own; its id, or None if nothing in them was new."""
+        picked = await self._read_all(route, keys)
+        if not picked:
+            return None
+        return await self._batches.own_job(
+            route, lambda job_id: self._record_into(route, job_id, picked)
+        )
 
     async def recheck(self, route: Route, key: str, version: str) -> str | None:
         """Decide ``key`` at ``version``, held back while a file of the same content
         was in flight and released when that one settled: removed if it was
         delivered, sent (as a job of its own) if it failed and is still the
         current upload of ``key`` (a newer one is a file of its own)."""
-        picked = await self._head(route, key, version=version)
+        picked = await self._read(route, key, version=version)
         if picked is None:
             return None
         await self._files.clear_held_duplicates(route.client_id, picked.content_id)
-        return await self._record_picked(route, [picked])
-
-    async def _record_picked(self, route: Route, picked: Sequence[PickedUp]) -> str | None:
-        if not picked:
-            return None
-        job = Job(
-            job_id=new_job_id(route.client_id),
-            client_id=route.client_id,
-            route_name=route.name,
-            status=JobStatus.FORMING,
-            started_at=now_iso(),
+        return await self._batches.own_job(
+            route, lambda job_id: self._record_into(route, job_id, [picked])
         )
-        await self._jobs.create(job)
-        outcomes = await self._bounded(self._record_one(route, job.job_id, p) for p in picked)
-        ours = [entry for entry in outcomes if entry is not None]
-        if not ours:
-            await self._jobs.discard(job.job_id)
-            return None
-        started = await self._jobs.start(job.job_id, len(ours))
-        await self._dispatch(route, ours)
-        await self._announce(started or job, ours)
-        return job.job_id
 
-    async def _head(self, route: Route, key: str, version: str | None = None) -> PickedUp | None:
+    async def _read_all(self, route: Route, keys: Sequence[str]) -> list[PickedUp]:
+        picked = await self._bounded(self._read(route, k) for k in dict.fromkeys(keys))
+        return [p for p in picked if p is not None]
+
+    async def _record_into(
+        self, route: Route, job_id: str, picked: Sequence[PickedUp]
+    ) -> list[FileEntry]:
+        outcomes = await self._bounded(self._record_one(route, job_id, p) for p in picked)
+        ours = [entry for entry in outcomes if entry is not None]
+        await self._send(route, ours)
+        # The job's one mark for the lot: sent, and reserved but not recorded.
+        await self._jobs.recorded(job_id, dispatched=len(ours), given_back=len(picked) - len(ours))
+        if route.after_delivery == "keep" and self._identities is not None:
+            # A kept file stays in the pick-up: scans recognise it by this record.
+            await self._bounded(self._identities.remember(route.pickup.bucket, p) for p in picked)
+        return ours
+
+    async def _read(self, route: Route, key: str, version: str | None = None) -> PickedUp | None:
         """``key`` as it is now, or exactly ``version`` of it; None if gone or refused."""
         if reason := rejection(destination_path(route, key)):
             await self._refused.refuse(route, key, reason)
             return None
         pickup = S3Store(self._s3, route.pickup.bucket)
         try:
-            head = await pickup.head(key, version=version)
-            found = object_version(head)
-            if version is not None and found != version:
-                raise NotFound(f"{key} at {version}")  # unversioned bucket, replaced since
+            async with pickup.read(key, version=version) as (head, chunks):
+                found = object_version(head)
+                if version is not None and found != version:
+                    raise NotFound(f"{key} at {version}")  # unversioned bucket, replaced since
+                identity = stored_content_id(head, key) or await sha256_of(chunks)
             current = version is None or await self._is_current(pickup, key, found)
-            identity = await self._identity(pickup, key, head, found)
         except NotFound:
             log.info(
                 "pickup.gone",
@@ -171,18 +188,9 @@ class JobRecorder:
             int(head["ContentLength"]),
             etag_of(head),
             current,
+            vouched_hashes(head),
+            head.get("LastModified"),
         )
-
-    async def _identity(self, pickup: S3Store, key: str, head: dict[str, Any], version: str) -> str:
-        """The upload's content identity, reading it only the first time."""
-        if known := stored_content_id(head, key):
-            return known
-        if self._identities and (seen := await self._identities.get(pickup.bucket, key, version)):
-            return seen
-        identity = await content_id(head, key, lambda: pickup.open(key, version))
-        if self._identities:
-            await self._identities.remember(pickup.bucket, key, version, identity)
-        return identity
 
     @staticmethod
     async def _is_current(pickup: S3Store, key: str, version: str) -> bool:
@@ -194,8 +202,14 @@ class JobRecorder:
     async def _known_identity(self, route: Route, identity: str, legacy: str) -> str:
         """``identity``, unless the file is already in the ledger under the
         identity entries were keyed by before (an MD5 ETag, ...): then that one,
-        so a file delivered before is still known."""
-        if legacy == identity or await self._files.get(route.client_id, legacy) is None:
+        so a file delivered before is still known. Only with
+        ``legacy_identities`` on (a ledger from before SHA-256 identities): it
+        costs a read per file."""
+        if (
+            not self._legacy
+            or legacy == identity
+            or await self._files.get(route.client_id, legacy) is None
+        ):
             return identity
         log.info("file.legacy_identity", client_id=route.client_id, content_id=legacy)
         return legacy
@@ -218,6 +232,7 @@ class JobRecorder:
             source_key=obj.key,
             source_version=obj.version,
             source_etag=obj.etag,
+            source_hashes=dict(obj.hashes) or None,
             active_since=now,
         )
 
@@ -252,9 +267,7 @@ class JobRecorder:
         """What an upload whose content is already in the ledger means: (False,
         None) when the entry changed under us and must be read again."""
         if existing.source_key == obj.key and existing.source_version == obj.version:
-            if existing.active:
-                await self.repair(route, existing)
-            return True, None
+            return True, None  # seen before (a repeated event); scans repair a lost send
         if existing.status is FileStatus.FAIL or (existing.settled and route.bypass_file_checks):
             if not obj.current:
                 bound.info(
@@ -297,18 +310,14 @@ class JobRecorder:
         )
         return True
 
-    async def _dispatch(self, route: Route, entries: Sequence[FileEntry]) -> None:
-        await self._send(route, entries)
-        await self._bounded(
-            self._files.mark_dispatched(e.client_id, e.content_id, e.job_id) for e in entries
-        )
-
     async def requeue(self, route: Route, entry: FileEntry) -> None:
         """Send ``entry``'s transfer again (its first message was lost or its worker
         died); the transfer's claim makes a surplus message harmless."""
         await self._send(route, [entry])
 
     async def _send(self, route: Route, entries: Sequence[FileEntry]) -> None:
+        if not entries:
+            return
         sender = self._senders[route.destination.type]
         await sender.send_many(
             [
@@ -329,57 +338,30 @@ class JobRecorder:
             ]
         )
 
-    async def _announce(self, job: Job, entries: Sequence[FileEntry]) -> None:
-        log.info(
-            "job.started",
-            job_id=job.job_id,
-            client_id=job.client_id,
-            started_at=job.started_at,
-            total=len(entries),
-            files=[{"file": e.file_name, "status": e.status.value} for e in entries],
-        )
-        await self._publisher.publish(
-            JobStarted(
-                job_id=job.job_id,
-                client_id=job.client_id,
-                route_name=job.route_name,
-                files=len(entries),
-            )
-        )
-        await self._jobs.mark_published(job.job_id, "started")
-
-    async def repair(self, route: Route, entry: FileEntry) -> None:
-        """Finish what a recorder that stopped early left undone for ``entry``:
-        start its job, dispatch it, announce the job. Idempotent."""
-        if not older_than(entry.active_since, self._repair_grace):
-            return
-        job = await self._jobs.get(entry.job_id)
-        if job is None:
-            log.error(
-                "file.orphaned",
-                client_id=entry.client_id,
-                job_id=entry.job_id,
-                file=entry.file_name,
-            )
-            return
-        if job.status is JobStatus.FORMING:
-            total = len(await self._files.files_of_job(job.job_id))
-            job = await self._jobs.start(job.job_id, total) or await self._jobs.get(job.job_id)
-            log.warning(
-                "job.repaired",
-                job_id=entry.job_id,
-                client_id=entry.client_id,
-                total=total,
-                reason="recorder stopped before starting the job",
-            )
-        if entry.dispatched_at is None:
-            log.warning(
-                "file.redispatched",
-                job_id=entry.job_id,
-                client_id=entry.client_id,
-                file=entry.file_name,
-                reason="recorder stopped before dispatching it",
-            )
-            await self._dispatch(route, [entry])
-        if job is not None and job.started_published_at is None:
-            await self._announce(job, await self._files.files_of_job(job.job_id))
+    async def repair(self, route: Route, active: Sequence[FileEntry]) -> None:
+        """Send again the files of ``route`` whose scanner stopped between
+        recording and sending them: in a job that counts fewer files sent (or
+        given back) than reserved, those no worker has taken, older than
+        ``repair_grace``. ``active`` are the client's active entries."""
+        waiting: dict[str, list[FileEntry]] = {}
+        for entry in active:
+            if (
+                entry.send_attempts == 0
+                and not (entry.lease_expires or 0) > epoch()
+                and older_than(entry.active_since, self._repair_grace)
+            ):
+                waiting.setdefault(entry.job_id, []).append(entry)
+        for job_id, entries in waiting.items():
+            job = await self._jobs.get(job_id)
+            if job is None:
+                log.error("file.orphaned", client_id=route.client_id, job_id=job_id)
+            elif self._batches.lost_sends(job):
+                log.warning(
+                    "file.redispatched",
+                    job_id=job_id,
+                    client_id=route.client_id,
+                    files=[e.file_name for e in entries],
+                    reason="the scanner stopped between recording and sending them",
+                )
+                await self._send(route, entries)
+                await self._jobs.recorded(job_id, dispatched=len(entries), given_back=0)

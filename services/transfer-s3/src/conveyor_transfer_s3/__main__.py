@@ -1,15 +1,8 @@
-import asyncio
-
 from conveyor_shared.delivery.service import TransferSettings
-from conveyor_shared.logging import configure_logging
+from conveyor_shared.entry import service_main
 from conveyor_transfer_s3.app import run
 
-
-def main() -> None:
-    settings = TransferSettings()
-    configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(run(settings))
-
+main = service_main(TransferSettings, run)
 
 if __name__ == "__main__":
     main()

@@ -27,11 +27,12 @@ import copy
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientError as HttpClientError
 from botocore.exceptions import BotoCoreError, ClientError
 
+from conveyor_shared.aws import CLIENT_CONFIG, aws_session
 from conveyor_shared.backends.folders import folder
 from conveyor_shared.errors import (
     ConveyorError,
@@ -44,6 +45,11 @@ from conveyor_shared.errors import (
 )
 from conveyor_shared.identity import etag_of, vouched_hashes
 from conveyor_shared.transfer.protocols import Features, ObjectInfo, Source
+
+if TYPE_CHECKING:
+    from conveyor_shared.runtime import AwsClients
+    from conveyor_shared.secrets import SecretStore
+    from conveyor_shared.settings import ConveyorSettings
 
 MiB = 1024 * 1024
 _COPY_OBJECT_LIMIT = 5 * 1024 * MiB
@@ -238,6 +244,33 @@ class S3Store:
 
     async def stat(self, path: str, version: str | None = None) -> ObjectInfo:
         return info_from_head(path, await self.head(path, version))
+
+    @contextlib.asynccontextmanager
+    async def read(
+        self, path: str, version: str | None = None
+    ) -> AsyncIterator[tuple[dict[str, Any], AsyncIterator[bytes]]]:
+        """One ``GetObject``: what a ``HeadObject`` would say (checksums
+        included) and the bytes, to read or leave. One request where a HEAD
+        and a GET would be two. Raises ``NotFound`` on entering."""
+        what = f"read {self.describe(path)}"
+        with _errors(what):
+            response = await self.client.get_object(
+                Bucket=self.bucket,
+                Key=self.key(path),
+                ChecksumMode="ENABLED",
+                **self._read_version(path, version),
+            )
+        body = response.pop("Body")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with _errors(what):
+                async for chunk in body.iter_chunks(MiB):
+                    yield chunk
+
+        try:
+            yield response, chunks()
+        finally:
+            body.close()
 
     @contextlib.asynccontextmanager
     async def open(
@@ -578,3 +611,14 @@ class S3DestinationFactory:
 
     async def close(self) -> None:
         """Clients are closed with the service's exit stack."""
+
+
+async def open_factory(
+    settings: ConveyorSettings,
+    aws: AwsClients,
+    secrets: SecretStore,
+    stack: contextlib.AsyncExitStack,
+) -> S3DestinationFactory:
+    """The S3 transfer service's destinations (``backends/registry.py``): the
+    service's own client, and clients made from route secrets closed with ``stack``."""
+    return S3DestinationFactory(aws.s3, secrets, aws_session(settings.region), stack, CLIENT_CONFIG)

@@ -3,8 +3,8 @@
 from conveyor_shared.config.loader import RoutesSource, load_routes, parse_routes_text
 from conveyor_shared.config.models import (
     DESTINATION_TYPES,
-    Destination,
-    DestinationType,
+    DestinationConfig,
+    FtpDestination,
     GcsDestination,
     OpsNotifications,
     Route,
@@ -19,8 +19,8 @@ from conveyor_shared.config.validate import ConfigError, Problem, validate_route
 __all__ = [
     "DESTINATION_TYPES",
     "ConfigError",
-    "Destination",
-    "DestinationType",
+    "DestinationConfig",
+    "FtpDestination",
     "GcsDestination",
     "OpsNotifications",
     "Problem",

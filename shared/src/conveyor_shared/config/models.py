@@ -8,9 +8,10 @@ in AWS Secrets Manager (``credentials: {secret: NAME}``).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -20,10 +21,28 @@ from pydantic import (
     model_validator,
 )
 
+from conveyor_shared.backends.ftp.settings import FtpSettings
+
+#: A client's H number (``H1234``) or a provider's id (``bcbs-tx``, as in ``sources:``).
+_ROUTE_ID = re.compile(r"^(?:[A-Z][0-9]{4}|[a-z][a-z0-9-]{0,62})$")
+
+
+def _route_id(value: str) -> str:
+    if not _ROUTE_ID.match(value):
+        raise ValueError(
+            f"{value!r} is neither a client's H number (a capital letter and 4 digits, "
+            "e.g. H1234) nor a provider id (a lower-case letter, then letters, digits and '-', e.g. bcbs-tx)"
+        )
+    return value
+
+
+#: Who a route delivers to (S7): a client, by its H number, or a provider
+#: (reports uploaded to a partner's server), by its id. The field keeps its
+#: name, ``client_id``: the ledger, jobs and mail are keyed by it.
 ClientId = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Z][0-9]{4}$"),
-    Field(description="The client's contract id, an 'H number' such as H1234"),
+    AfterValidator(_route_id),
+    Field(description="The route's id: a client's H number (H1234) or a provider id (bcbs-tx)"),
 ]
 
 _S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
@@ -105,6 +124,16 @@ class SftpDestination(_Strict):
     verify_checksum: bool = True
 
 
+class FtpDestination(FtpSettings):
+    """An FTP or FTPS server: every setting of the FTP backend
+    (docs/transfer-ftp.md says which server needs which), the login name,
+    and the secret holding ``{"password": ..., "ca_bundle": ...}``."""
+
+    type: Literal["ftp"]
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    credentials: SecretRef
+
+
 class S3Destination(_Strict):
     type: Literal["s3"]
     bucket: str
@@ -117,12 +146,27 @@ class S3Destination(_Strict):
     bucket_owner_full_control: bool = False
 
 
-Destination = Annotated[
-    GcsDestination | SftpDestination | S3Destination,
+#: A route's ``destination`` settings: one model per destination type, told
+#: apart by ``type``. Named ``...Config`` so it is not mistaken for the
+#: ``transfer.Destination`` protocol a backend implements. Written out (not
+#: built from ``backends/registry.py``) so type checkers see the union and the
+#: routes file parses without any backend's SDK installed; the registry
+#: refuses to load if the two disagree.
+DestinationConfig = Annotated[
+    GcsDestination | SftpDestination | S3Destination | FtpDestination,
     Field(discriminator="type"),
 ]
-DestinationType = Literal["gcs", "sftp", "s3"]
-DESTINATION_TYPES: tuple[DestinationType, ...] = ("gcs", "sftp", "s3")
+DESTINATION_CONFIGS: tuple[type[BaseModel], ...] = get_args(get_args(DestinationConfig)[0])
+
+
+def type_name(model: type[BaseModel]) -> str:
+    """The ``type`` a destination model is written with (``Literal["sftp"]``: "sftp")."""
+    (name,) = get_args(model.model_fields["type"].annotation)
+    return str(name)
+
+
+#: Every destination type's name, in the union's order: one transfer queue each.
+DESTINATION_TYPES: tuple[str, ...] = tuple(type_name(model) for model in DESTINATION_CONFIGS)
 
 
 class Route(_Strict):
@@ -133,7 +177,7 @@ class Route(_Strict):
     contacts: list[EmailStr] = Field(min_length=1)
     notify: bool = True
     pickup: S3Location
-    destination: Destination
+    destination: DestinationConfig
     #: Send a file again even when its content is already in the ledger (D5).
     bypass_file_checks: bool = False
     #: Hold every file until ``<client_id>.done`` appears, then send them as one batch (D3).
@@ -194,6 +238,8 @@ class RoutesFile(_Strict):
     ops: OpsNotifications = Field(default_factory=OpsNotifications)
     care_team: CareTeamNotifications = Field(default_factory=CareTeamNotifications)
     routes: list[Route] = Field(default_factory=list)
+    #: Partners' servers polled for files (S1); see config/sources.py.
+    sources: Sources = Field(default_factory=list)
 
     def route_for_client(self, client_id: str) -> Route | None:
         return next((r for r in self.routes if r.client_id == client_id), None)
@@ -201,3 +247,9 @@ class RoutesFile(_Strict):
     def route_for_object(self, bucket: str, key: str) -> Route | None:
         # Pick-ups never overlap (the validator refuses it), so at most one matches.
         return next((r for r in self.routes if r.pickup.contains(bucket, key)), None)
+
+
+# Sources are built on SecretRef and S3Location above, so they are imported last.
+from conveyor_shared.config.sources import Sources  # noqa: E402
+
+RoutesFile.model_rebuild()

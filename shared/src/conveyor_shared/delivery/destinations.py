@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from conveyor_shared.config.models import Destination as DestinationSpec
-from conveyor_shared.config.models import Route
+from conveyor_shared.config.models import DestinationConfig, Route
 from conveyor_shared.transfer.protocols import Destination
 
 
 class DestinationFactory(Protocol):
     """Opens destinations of one type, reusing connections across files."""
 
-    async def open(self, spec: DestinationSpec) -> Destination:
+    async def open(self, spec: DestinationConfig) -> Destination:
         """A ready destination for ``spec``; raises ``Misconfigured`` if ``spec``
         is of another type or its secret is unusable, ``PermanentError`` if the
         server refuses the credentials or host key, ``TransientError`` if it

@@ -3,8 +3,8 @@ files whose messages used up their receives.
 
 ``fail_file`` is the one way a file becomes ``fail``: the transfer worker on
 a permanent error, the dead-letter consumer, and the scanner's health check
-all call it, so ``file.failed`` is published once and the job is finished
-when it is complete.
+all call it, so ``file.failed`` is published once and the file is counted
+in its job once.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from conveyor_shared import metrics
 from conveyor_shared.delivery.jobs import JobCompletion
 from conveyor_shared.ledger.dynamo import epoch
 from conveyor_shared.ledger.files import FileLedger
@@ -53,15 +54,17 @@ async def fail_file(
     kind: str,
     *,
     owner: str | None = None,
-) -> bool:
-    """Settle ``entry`` as ``fail``, publish ``file.failed`` once, finish its job if
-    complete. Without ``owner`` only a file no live worker holds is failed.
+) -> FileEntry | None:
+    """Settle ``entry`` as ``fail``, publish ``file.failed`` once, count it in its
+    job. Without ``owner`` only a file no live worker holds is failed.
 
-    Returns whether the file is settled now (by this call or an earlier one);
-    False when a live worker holds it, which then decides its fate.
+    Returns the entry as settled (by this call or an earlier one); None when a
+    live worker holds it, which then decides its fate.
     """
-    if await files.settle(entry, FileStatus.FAIL, owner=owner, error=reason, error_kind=kind):
+    settled = await files.settle(entry, FileStatus.FAIL, owner=owner, error=reason, error_kind=kind)
+    if settled is not None:
         log.error("transfer.failed", reason=reason, error_kind=kind, attempts=entry.send_attempts)
+        metrics.file_failed(kind)
         await publisher.publish(
             FileFailed(
                 job_id=entry.job_id,
@@ -72,29 +75,27 @@ async def fail_file(
                 error=reason,
             )
         )
-    else:
-        current = await files.get(entry.client_id, entry.content_id)
-        if current is not None and not current.settled and current.job_id == entry.job_id:
-            return False
+        await completion.count(settled)
+        return settled
+    current = await files.get(entry.client_id, entry.content_id)
+    if current is None or current.job_id != entry.job_id:
+        return entry  # resent in a newer job since: nothing of this one is left
+    if not current.settled:
+        return None
     await completion.settle_job(entry.job_id)
-    return True
+    return current
 
 
-async def tell_settled(
-    files: FileLedger, after_settle: AfterSettle | None, entry: FileEntry
-) -> None:
-    """Run ``after_settle`` with the entry as it is now: duplicates may have been
-    held for it while it was in flight."""
-    if after_settle is None:
-        return
-    settled = await files.get(entry.client_id, entry.content_id)
-    if settled is not None:
+async def tell_settled(after_settle: AfterSettle | None, settled: FileEntry) -> None:
+    """Run ``after_settle`` with the entry as the settle left it: duplicates may
+    have been held for it while it was in flight."""
+    if after_settle is not None:
         await after_settle(settled)
 
 
 async def fail_exhausted(
     files: FileLedger, publisher: EventPublisher, completion: JobCompletion, entry: FileEntry
-) -> bool:
+) -> FileEntry | None:
     """Fail a file that used up its attempts (D7), with its last error; as ``fail_file``."""
     reason = f"failed {entry.send_attempts} attempts; last error: {entry.last_error or 'none'}"
     return await fail_file(
@@ -157,6 +158,7 @@ class DeadLetterHandler:
                 reason="receives without an attempt reached the queue's limit",
             )
             return
-        if not await fail_exhausted(self._files, self._publisher, self._completion, entry):
+        settled = await fail_exhausted(self._files, self._publisher, self._completion, entry)
+        if settled is None:
             raise RetryLater(60, "a worker took the file over meanwhile")
-        await tell_settled(self._files, self._after_settle, entry)
+        await tell_settled(self._after_settle, settled)

@@ -15,7 +15,7 @@ import structlog
 from conveyor_shared.ledger.dynamo import older_than
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
-from conveyor_shared.ledger.models import Job, JobStatus
+from conveyor_shared.ledger.models import FileEntry, FileStatus, Job, JobStatus
 from conveyor_shared.messaging.models import JobFinished
 from conveyor_shared.messaging.publisher import EventPublisher
 
@@ -35,13 +35,46 @@ class JobCompletion:
         self._publisher = publisher
         self._grace = grace_seconds
 
-    async def settle_job(self, job_id: str) -> None:
-        """Finish the job if all its files are settled, and see ``job.finished`` out.
+    async def count(self, entry: FileEntry) -> None:
+        """Count ``entry``, just settled by the caller, in its job, and finish the
+        job if that made it complete. Only the caller whose settle succeeded
+        counts, so no file is counted twice; the health check finishes a job
+        whose count a crash cut short (``settle_job``, ``recount``)."""
+        job = await self._jobs.count(entry.job_id, entry.status)
+        if job is not None:
+            await self.finish_if_complete(job)
 
-        One read of the job per settled file: this runs for every file."""
+    async def settle_job(self, job_id: str) -> None:
+        """Finish the job if all its files are counted, and see ``job.finished`` out."""
         job = await self._jobs.get(job_id)
-        if job is None:
-            return
+        if job is not None:
+            await self.finish_if_complete(job)
+
+    async def recount(self, job: Job) -> bool:
+        """Finish a ``running`` job whose files are all settled, by its files, not
+        its counters (a worker died between a settle and its count). True if
+        every file was settled."""
+        files = await self._files.files_of_job(job.job_id)
+        if job.status is not JobStatus.RUNNING or len(files) < job.total:
+            return False
+        if any(not f.settled for f in files):
+            return False
+        log.warning(
+            "job.recounted",
+            job_id=job.job_id,
+            counted=job.settled_files,
+            settled=len(files),
+            reason="a settled file was not counted (its worker stopped in between)",
+        )
+        finished = await self._jobs.finish(job.job_id)
+        if finished is not None:
+            await self._publish_finished(finished)
+        return True
+
+    async def finish_if_complete(self, job: Job) -> None:
+        """Finish ``job`` (as just read or written) if complete; see its
+        ``job.finished`` out if its finisher stopped before publishing."""
+        job_id = job.job_id
         if job.status is JobStatus.RUNNING and job.complete:
             finished = await self._jobs.finish(job_id)
             if finished is not None:
@@ -56,14 +89,18 @@ class JobCompletion:
 
     async def _publish_finished(self, job: Job) -> None:
         files = await self._files.files_of_job(job.job_id)
+        succeeded, failed = job.succeeded, job.failed
+        if len(files) >= job.total:  # the files themselves, should a count be missing
+            succeeded = sum(f.status is FileStatus.SUCCESS for f in files)
+            failed = sum(f.status is FileStatus.FAIL for f in files)
         log.info(
             "job.finished",
             job_id=job.job_id,
             client_id=job.client_id,
             started_at=job.started_at,
             finished_at=job.finished_at,
-            succeeded=job.succeeded,
-            failed=job.failed,
+            succeeded=succeeded,
+            failed=failed,
             files=[
                 {"file": f.file_name, "status": f.status.value, "attempts": f.send_attempts}
                 for f in files
@@ -74,8 +111,8 @@ class JobCompletion:
                 job_id=job.job_id,
                 client_id=job.client_id,
                 route_name=job.route_name,
-                succeeded=job.succeeded,
-                failed=job.failed,
+                succeeded=succeeded,
+                failed=failed,
             )
         )
         await self._jobs.mark_published(job.job_id, "finished")

@@ -71,8 +71,8 @@ async def run_transfer_service(
         secrets = SecretStore(aws.secrets)
         factory = await make_factory(aws, secrets, stack)
         stack.push_async_callback(factory.close)
-        files = FileLedger(aws.dynamodb, names.files_table, names.jobs_table)
-        jobs = JobLedger(aws.dynamodb, names.jobs_table)
+        files = FileLedger(aws.dynamodb, names.files_table)
+        jobs = JobLedger(aws.dynamodb, names.jobs_table, settings.job_retention_days)
         publisher = EventPublisher(
             aws.sns, await aws.topic_arn(names.events_topic, settings.region)
         )
@@ -90,7 +90,7 @@ async def run_transfer_service(
             completion=completion,
             secrets=secrets,
             after_settle=held.release,
-            paths=DestinationPaths(aws.dynamodb, names.locks_table),
+            paths=DestinationPaths(aws.dynamodb, names.locks_table, files.claim_ended),
             lease_seconds=settings.lease_seconds,
             verify=settings.verify,
         )

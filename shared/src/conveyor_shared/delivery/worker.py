@@ -31,7 +31,7 @@ from typing import NoReturn, TypeVar
 import structlog
 from stamina import retry
 
-from conveyor_shared.backends.s3 import S3Store, info_from_head
+from conveyor_shared.backends.s3 import S3Store, info_from_head, version_id
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.config.models import Route
 from conveyor_shared.delivery.destinations import DestinationFactory, destination_path
@@ -75,26 +75,29 @@ Renewal = Callable[[], Awaitable[bool]]
 class PathTurn:
     """This worker's hold on a destination path while one file goes there."""
 
-    def __init__(self, paths: DestinationPaths | None, name: str, owner: str, seconds: int):
+    def __init__(
+        self, paths: DestinationPaths | None, name: str, owner: str, seconds: int, entry: FileEntry
+    ):
         self._paths, self._name, self._owner, self._seconds = paths, name, owner, seconds
+        self._holder = f"{entry.client_id}/{entry.content_id}"
+        self._recorded = entry.active_since or ""
         self.delivered = False
 
     async def take(self) -> PathHold:
         if self._paths is None:
             return PathHold(True)
-        return await self._paths.hold(self._name, self._owner, self._seconds)
+        return await self._paths.hold(
+            self._name, self._owner, self._seconds, self._holder, self._recorded
+        )
 
     async def renew(self) -> bool:
         return (await self.take()).held
 
-    async def give_back(self, recorded: str | None) -> None:
-        if self._paths is not None:
-            await self._paths.release(self._name, self._owner, recorded if self.delivered else None)
-
-
-def _newer(delivered: str | None, recorded: str | None) -> bool:
-    """Whether an upload recorded at ``delivered`` came after one recorded at ``recorded``."""
-    return delivered is not None and recorded is not None and delivered > recorded
+    async def give_back(self) -> None:
+        """Free the path unless the file was delivered (then the next upload of
+        the key takes it over: ``ledger/paths.py``)."""
+        if self._paths is not None and not self.delivered:
+            await self._paths.release(self._name, self._owner)
 
 
 class LeaseLost(ConveyorError):
@@ -180,14 +183,15 @@ class DeliveryWorker:
                 if delivered is None:
                     return
                 result, where = delivered
-                if not await self._files.settle(
+                settled = await self._files.settle(
                     entry,
                     FileStatus.SUCCESS,
                     owner=owner,
                     delivered_to=where,
                     verified_by=result.verified_by,
                     bytes_done=result.size,
-                ):
+                )
+                if settled is None:
                     # Someone else holds or settled the file now: what happens to
                     # the pick-up, and to the message they may share, is theirs.
                     log.warning("transfer.lease_lost", reason="settled by another worker")
@@ -207,9 +211,9 @@ class DeliveryWorker:
             verified_by=result.verified_by,
             attempt=entry.send_attempts,
         )
-        await self._settled(entry)
+        await tell_settled(self._after_settle, settled)
         await self._after_delivery(route, entry)
-        await self._completion.settle_job(entry.job_id)
+        await self._completion.count(settled)
 
     async def _attempt(
         self, route: Route, entry: FileEntry, owner: str, renew_path: Renewal
@@ -235,21 +239,21 @@ class DeliveryWorker:
         of one key never write at once, and a correction recorded after this
         upload is never overwritten by it (``ledger/paths.py``)."""
         turn = PathTurn(
-            self._paths, f"path/{entry.client_id}/{entry.source_key}", owner, self._lease
+            self._paths, f"path/{entry.client_id}/{entry.source_key}", owner, self._lease, entry
         )
         hold = await turn.take()
+        if hold.superseded_by is not None:
+            raise PermanentError(
+                "superseded: a newer upload of this key, recorded "
+                f"{hold.superseded_by}, went to the same path; not sent over it"
+            )
         if not hold.held:
             wait = max(1, self._lease // 3)
             raise RetryLater(wait, "another upload of this file is on its way to the same path")
         try:
-            if _newer(hold.newest_delivered, entry.active_since):
-                raise PermanentError(
-                    "superseded: a newer upload of this key, recorded "
-                    f"{hold.newest_delivered}, was delivered to the same path; not sent over it"
-                )
             yield turn
         finally:
-            await asyncio.shield(turn.give_back(entry.active_since))
+            await asyncio.shield(turn.give_back())
 
     async def _attempt_failed(
         self, route: Route, entry: FileEntry, owner: str, exc: Exception
@@ -274,15 +278,13 @@ class DeliveryWorker:
         raise RetryLater(delay, f"attempt {entry.send_attempts} failed: {exc}") from exc
 
     async def _fail(self, entry: FileEntry, reason: str, kind: str, owner: str) -> None:
-        if not await fail_file(
+        settled = await fail_file(
             self._files, self._publisher, self._completion, entry, reason, kind, owner=owner
-        ):
+        )
+        if settled is None:
             log.warning("transfer.lease_lost", reason=f"failed after the lease: {reason}")
             raise LeaveMessage("the file was taken over before it could be failed")
-        await self._settled(entry)
-
-    async def _settled(self, entry: FileEntry) -> None:
-        await tell_settled(self._files, self._after_settle, entry)
+        await tell_settled(self._after_settle, settled)
 
     async def _holding(
         self, entry: FileEntry, owner: str, work: Awaitable[T], renew_path: Renewal
@@ -359,20 +361,40 @@ class DeliveryWorker:
             if not held:
                 raise LeaseLost("another worker holds the file's lease now")
 
-        result = await copy(
-            source,
-            info,
-            destination,
-            path,
-            verify=self._verify or route.verify == "checksum",
-            require_checksum=route.verify == "checksum",
-            progress=progress,
-        )
+        try:
+            result = await copy(
+                source,
+                info,
+                destination,
+                path,
+                verify=self._verify or route.verify == "checksum",
+                require_checksum=route.verify == "checksum",
+                progress=progress,
+            )
+        except NotFound:
+            await self._source_info(source, entry, look=True)  # raises if the version is gone
+            raise
         return result, destination.describe(path)
 
-    async def _source_info(self, source: S3Store, entry: FileEntry) -> ObjectInfo:
-        """The recorded version of the picked-up file, and nothing newer."""
+    async def _source_info(
+        self, source: S3Store, entry: FileEntry, look: bool = False
+    ) -> ObjectInfo:
+        """The recorded version of the picked-up file, and nothing newer.
+
+        In a versioned pick-up the ledger says all ``copy()`` needs (size, the
+        SHA-256 identity, the MD5 S3 vouched for) and every read is pinned to
+        the version, so no HEAD is made; a deleted version surfaces on the
+        read, and ``look`` then asks S3 whether it is gone. Without versioning
+        S3 only serves the current object, so its ETag is checked first."""
         uri = f"s3://{entry.source_bucket}/{entry.source_key}"
+        versioned = version_id(entry.source_version) is not None
+        if versioned and entry.size is not None and not look:
+            hashes = dict(entry.source_hashes or {})
+            if entry.content_id.startswith("sha256:"):
+                hashes["sha256"] = entry.content_id.removeprefix("sha256:")
+            return ObjectInfo(
+                entry.source_key, entry.size, hashes=hashes, version=entry.source_version
+            )
         try:
             head = await source.head(entry.source_key)
         except NotFound:
@@ -407,8 +429,9 @@ class DeliveryWorker:
             # Not held, yet not claimable: its attempts are used up (D7). This
             # message came back after the last one, without the receives that
             # would have sent it to the dead-letter queue.
-            if await fail_exhausted(self._files, self._publisher, self._completion, entry):
-                await self._settled(entry)
+            settled = await fail_exhausted(self._files, self._publisher, self._completion, entry)
+            if settled is not None:
+                await tell_settled(self._after_settle, settled)
         else:
             # Keep the message until the holder settles or its lease runs out:
             # if that worker died, this message is what delivers the file.

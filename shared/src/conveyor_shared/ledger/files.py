@@ -8,7 +8,7 @@ State machine (docs/architecture.md has the picture):
 Every write is conditional and the condition is what makes a retry or a
 duplicate message harmless: two scanners recording the same file create one
 entry; two workers holding the same transfer message cannot both claim it;
-a file is settled, and counted in its job, exactly once.
+a file is settled exactly once (and so counted in its job once).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from botocore.exceptions import ClientError
-from stamina import retry
 
 from conveyor_shared.ledger.claims import Clause, Lease
 from conveyor_shared.ledger.dynamo import (
@@ -32,19 +31,14 @@ from conveyor_shared.ledger.models import FileEntry, FileStatus
 _LEASE = Lease()
 
 
-class _TransactionConflict(Exception):
-    """DynamoDB cancelled a transaction because another one touched its items."""
-
-
 _ACTIVE_INDEX = "active"
 _JOB_INDEX = "byJob"
 
 
 class FileLedger:
-    def __init__(self, client: Any, files_table: str, jobs_table: str) -> None:
+    def __init__(self, client: Any, files_table: str) -> None:
         self._db = client
         self.table = files_table
-        self._jobs_table = jobs_table
 
     def _key(self, client_id: str, content_id: str) -> dict[str, Any]:
         return to_item({"clientId": client_id, "contentId": content_id})
@@ -104,7 +98,7 @@ class FileLedger:
         names = {f"#{k}": k for k in fresh}
         assignments = ", ".join(f"#{k} = :{k}" for k in fresh)
         removals = (
-            "dispatchedAt, leaseOwner, leaseExpires, lastError, errorKind, deliveredTo, "
+            "leaseOwner, leaseExpires, lastError, errorKind, deliveredTo, "
             "deliveredAt, bytesDone, progressAt, verifiedBy"
         )
         result = await self._update(
@@ -113,20 +107,6 @@ class FileLedger:
             ConditionExpression=condition,
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values({**{f":{k}": v for k, v in fresh.items()}, **bound}),
-        )
-        return result is not None
-
-    async def mark_dispatched(self, client_id: str, content_id: str, job_id: str) -> bool:
-        """Note that the transfer message was sent; False if it already was."""
-        result = await self._update(
-            self._key(client_id, content_id),
-            UpdateExpression="SET dispatchedAt = :now",
-            ConditionExpression="jobId = :job AND #s = :processing "
-            "AND attribute_not_exists(dispatchedAt)",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues=values(
-                {":now": now_iso(), ":job": job_id, ":processing": FileStatus.PROCESSING.value}
-            ),
         )
         return result is not None
 
@@ -164,6 +144,13 @@ class FileLedger:
             ExpressionAttributeNames={**condition.names, **take.names},
             ExpressionAttributeValues=values({**condition.values, **take.values, ":one": 1}),
         )
+
+    async def claim_ended(self, holder: str, owner: str) -> bool:
+        """Whether the claim ``owner`` made on file ``holder`` (``client/content``)
+        has ended: the file settled, was released, or is another owner's now."""
+        client_id, _, content_id = holder.partition("/")
+        entry = await self.get(client_id, content_id)
+        return entry is None or entry.lease_owner != owner
 
     def _held(self, owner: str) -> Clause:
         return _LEASE.held_by(owner) & Clause(
@@ -252,15 +239,16 @@ class FileLedger:
         delivered_to: str | None = None,
         verified_by: str | None = None,
         bytes_done: int | None = None,
-    ) -> bool:
-        """Move a ``processing`` file to ``success`` or ``fail`` and count it in its job,
-        in one transaction (D7). False, changing nothing, if it was already settled.
+    ) -> FileEntry | None:
+        """Move a ``processing`` file to ``success`` or ``fail`` (D7); the entry as
+        settled, or None, changing nothing, if it was already settled.
 
         With ``owner``, only the holder of the lease may settle; without, only
         while no live lease is held (a worker that took the file meanwhile
-        decides its fate). The last
-        progress report (``bytes_done``) and the attempt's record ride along,
-        so a delivery costs no separate write for them.
+        decides its fate). The last progress report (``bytes_done``) and the
+        attempt's record ride along, so a delivery costs no separate write for
+        them. The caller then counts the file in its job
+        (``JobCompletion.count``): only the one settle that succeeded does.
         """
         now = now_iso()
         attempt: dict[str, Any] = {"at": now, "outcome": status.value}
@@ -297,54 +285,18 @@ class FileLedger:
             bound[":done"] = bytes_done
         bound[":attempt"] = [attempt]
         removal = _LEASE.removal()
-        counter = "succeeded" if status is FileStatus.SUCCESS else "failed"
-        return await self._transact_conditionally(
-            [
-                {
-                    "Update": {
-                        "TableName": self.table,
-                        "Key": self._key(entry.client_id, entry.content_id),
-                        "UpdateExpression": f"SET {', '.join(sets)} "
-                        f"REMOVE activeSince, {removal.text}",
-                        "ConditionExpression": condition.text,
-                        "ExpressionAttributeNames": {
-                            "#s": "status",
-                            "#ts": "timestamp",
-                            **condition.names,
-                            **removal.names,
-                        },
-                        "ExpressionAttributeValues": values({**bound, **condition.values}),
-                    }
-                },
-                {
-                    "Update": {
-                        "TableName": self._jobs_table,
-                        "Key": to_item({"jobId": entry.job_id}),
-                        "UpdateExpression": f"ADD {counter} :one",
-                        "ConditionExpression": "attribute_exists(jobId)",
-                        "ExpressionAttributeValues": values({":one": 1}),
-                    }
-                },
-            ]
+        return await self._update(
+            self._key(entry.client_id, entry.content_id),
+            UpdateExpression=f"SET {', '.join(sets)} REMOVE activeSince, {removal.text}",
+            ConditionExpression=condition.text,
+            ExpressionAttributeNames={
+                "#s": "status",
+                "#ts": "timestamp",
+                **condition.names,
+                **removal.names,
+            },
+            ExpressionAttributeValues=values({**bound, **condition.values}),
         )
-
-    @retry(on=_TransactionConflict, attempts=5, wait_initial=0.05, wait_max=1.0, timeout=None)
-    async def _transact_conditionally(self, items: list[dict[str, Any]]) -> bool:
-        """Write ``items`` in one transaction; False if a condition failed.
-
-        A transaction that lost a race with another write to the same items
-        (``TransactionConflict``, e.g. two replicas settling files of one job
-        at once) is tried again: its conditions were never evaluated."""
-        try:
-            await self._db.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
-            if "TransactionConflict" in reasons:
-                raise _TransactionConflict(str(exc)) from exc
-            if condition_failed(exc):
-                return False
-            raise
-        return True
 
     # --- reading --------------------------------------------------------------------------
 

@@ -2,15 +2,22 @@
 
 State machine:
 
-    (none) --create--> forming --start(total)--> running --finish--> finished
+    (none) --create--> forming --close(reserved)--> forming, closed
+           --start(total)--> running --finish--> finished
 
-A job is created before its files are recorded, so every entry's ``jobId``
-points at a job that exists. ``start`` fixes ``total``; only then are files
-dispatched, so the counters can never reach ``total`` early. Counters are
-incremented by ``FileLedger.settle`` in the same transaction as the file's
-own status, so each file is counted once. ``finish`` is conditional on
-``running``: of any number of workers settling the last files at once,
-exactly one moves the job to ``finished`` and publishes ``job.finished``.
+Files are dispatched while their job is still ``forming`` (an open batch,
+``ledger/batches.py``): a job only groups them for the two e-mails. Closing
+fixes how many files were reserved in it; ``start`` fixes ``total`` once they
+are all recorded and the start mail is out, so a finish (which needs
+``running``) never comes before the start.
+
+Each settled file is counted with one ``ADD`` (``count``), apart from the
+file's own settle: a worker that dies between the two leaves the job short
+of a count, and the health check finishes it from its files (``unfinished``
+lists such jobs from a sparse index, never a scan). ``finish`` is
+conditional on ``running``: of any number of workers settling the last
+files at once, exactly one moves the job to ``finished``. A finished job is
+kept ``retention_days`` (the table's TTL).
 """
 
 from __future__ import annotations
@@ -20,20 +27,33 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from conveyor_shared.ledger.dynamo import condition_failed, from_item, now_iso, to_item, values
-from conveyor_shared.ledger.models import Job, JobStatus
+from conveyor_shared.ledger.claims import Clause, Lease
+from conveyor_shared.ledger.dynamo import (
+    condition_failed,
+    epoch,
+    from_item,
+    now_iso,
+    to_item,
+    values,
+)
+from conveyor_shared.ledger.models import FileStatus, Job, JobStatus
+
+_UNFINISHED_INDEX = "unfinished"
+#: Who is closing and starting a job (``batch.due``).
+_TURN = Lease(owner="closer", expires="closerExpires")
 
 
 class JobLedger:
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: Any, table: str, retention_days: int = 90) -> None:
         self._db = client
         self.table = table
+        self._retention = retention_days * 86400
 
     async def create(self, job: Job) -> bool:
         try:
             await self._db.put_item(
                 TableName=self.table,
-                Item=to_item(job.to_attributes()),
+                Item=to_item({**job.to_attributes(), "unfinished": "1"}),
                 ConditionExpression="attribute_not_exists(jobId)",
             )
         except ClientError as exc:
@@ -77,6 +97,52 @@ class JobLedger:
             if not condition_failed(exc):
                 raise
 
+    async def close(self, job_id: str, reserved: int) -> Job | None:
+        """Record that ``reserved`` files were reserved in the job's batch, which
+        takes no more; the first close counts, a repeated one changes nothing
+        (and returns the job as it is)."""
+        closed = await self._update(
+            job_id,
+            UpdateExpression="SET reserved = :n, closedAt = :now",
+            ConditionExpression="attribute_exists(jobId) AND attribute_not_exists(reserved)",
+            ExpressionAttributeValues=values({":n": reserved, ":now": now_iso()}),
+        )
+        return closed or await self.get(job_id)
+
+    async def take_turn(self, job_id: str, owner: str, seconds: int) -> bool:
+        """Take (or renew) the job's closing for ``owner`` (one message's handler):
+        while it lasts, another handler of the same job leaves it alone."""
+        condition = Clause("attribute_exists(jobId)") & _TURN.takeable_by(owner)
+        take = _TURN.assign(owner, seconds)
+        taken = await self._update(
+            job_id,
+            UpdateExpression=f"SET {take.text}",
+            ConditionExpression=condition.text,
+            ExpressionAttributeNames={**condition.names, **take.names},
+            ExpressionAttributeValues=values({**condition.values, **take.values}),
+        )
+        return taken is not None
+
+    async def recorded(self, job_id: str, *, dispatched: int, given_back: int) -> None:
+        """Mark ``dispatched`` files of the job recorded and sent, and
+        ``given_back`` reserved in it but not recorded (duplicates)."""
+        await self._update(
+            job_id,
+            UpdateExpression="ADD dispatched :sent, givenBack :back",
+            ConditionExpression="attribute_exists(jobId)",
+            ExpressionAttributeValues=values({":sent": dispatched, ":back": given_back}),
+        )
+
+    async def count(self, job_id: str, status: FileStatus) -> Job | None:
+        """Count one file of the job settled with ``status``; the job after it."""
+        counter = "succeeded" if status is FileStatus.SUCCESS else "failed"
+        return await self._update(
+            job_id,
+            UpdateExpression=f"ADD {counter} :one",
+            ConditionExpression="attribute_exists(jobId)",
+            ExpressionAttributeValues=values({":one": 1}),
+        )
+
     async def start(self, job_id: str, total: int) -> Job | None:
         """Fix the job's file count and let its files be dispatched."""
         return await self._update(
@@ -93,16 +159,6 @@ class JobLedger:
             ),
         )
 
-    async def finish_if_complete(self, job_id: str) -> Job | None:
-        """Move a complete ``running`` job to ``finished``.
-
-        Returns the job only to the one caller whose write made the change.
-        """
-        job = await self.get(job_id)
-        if job is None or job.status is not JobStatus.RUNNING or not job.complete:
-            return None
-        return await self.finish(job_id)
-
     async def finish(self, job_id: str) -> Job | None:
         """Move a ``running`` job, which the caller saw complete, to ``finished``.
 
@@ -111,14 +167,15 @@ class JobLedger:
         """
         return await self._update(
             job_id,
-            UpdateExpression="SET #s = :finished, finishedAt = :now",
+            UpdateExpression="SET #s = :finished, finishedAt = :now, #ttl = :ttl REMOVE unfinished",
             ConditionExpression="#s = :running",
-            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeNames={"#s": "status", "#ttl": "ttl"},
             ExpressionAttributeValues=values(
                 {
                     ":finished": JobStatus.FINISHED.value,
                     ":running": JobStatus.RUNNING.value,
                     ":now": now_iso(),
+                    ":ttl": epoch() + self._retention,
                 }
             ),
         )
@@ -147,13 +204,13 @@ class JobLedger:
         return [Job.model_validate(from_item(i)) for i in response.get("Items", [])]
 
     async def unfinished(self) -> AsyncIterator[Job]:
-        """Jobs not yet ``finished`` (a scan; run by the periodic health check only)."""
-        paginator = self._db.get_paginator("scan")
+        """Jobs not yet ``finished``, oldest first (the sparse ``unfinished`` index)."""
+        paginator = self._db.get_paginator("query")
         async for page in paginator.paginate(
             TableName=self.table,
-            FilterExpression="#s <> :finished",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues=values({":finished": JobStatus.FINISHED.value}),
+            IndexName=_UNFINISHED_INDEX,
+            KeyConditionExpression="unfinished = :one",
+            ExpressionAttributeValues=values({":one": "1"}),
         ):
             for item in page.get("Items", []):
                 yield Job.model_validate(from_item(item))

@@ -18,9 +18,9 @@ class FileStatus(StrEnum):
 
 
 class JobStatus(StrEnum):
-    #: Created; its files are being recorded. Nothing is dispatched yet.
+    #: Its batch is open or closing: files join it and are dispatched at once.
     FORMING = "forming"
-    #: Its files are recorded and dispatched; ``total`` is fixed.
+    #: Its files are all recorded and its start mail is out; ``total`` is fixed.
     RUNNING = "running"
     #: Every file is ``success`` or ``fail``.
     FINISHED = "finished"
@@ -69,9 +69,10 @@ class FileEntry(_Item):
     source_key: str
     source_version: str | None = None
     source_etag: str | None = None
+    #: Hashes S3 vouched for when the scanner read the upload (its MD5 ETag).
+    source_hashes: dict[str, str] | None = None
     #: Present only while ``active``: feeds the sparse ``active`` index (D9).
     active_since: str | None = None
-    dispatched_at: str | None = None
     lease_owner: str | None = None
     lease_expires: int | None = None
     last_error: str | None = None
@@ -107,6 +108,19 @@ class Job(_Item):
     finished_at: str | None = None
     started_published_at: str | None = None
     finished_published_at: str | None = None
+    #: Whether files joined the job through a client's open batch (arrivals),
+    #: rather than being recorded in it together (a ``.done`` file, a scan).
+    batched: bool = False
+    #: Files reserved in the job's batch when it closed; of those, the ones
+    #: recorded and sent, and the ones given back (not new after all).
+    reserved: int | None = None
+    dispatched: int = 0
+    given_back: int = 0
+    closed_at: str | None = None
+
+    @property
+    def settled_files(self) -> int:
+        return self.succeeded + self.failed
 
     @property
     def complete(self) -> bool:

@@ -1,20 +1,28 @@
 """The SQS consumer loop every service runs (A3).
 
-* long poll, and never take more messages than there are free slots;
+* long poll for up to ten messages at a time, never more than there are free
+  handler slots (``MaxNumberOfMessages = min(10, free slots)``): the slots are
+  taken before the receive and what it did not fill is given back;
 * each message is handled in its own task, at most ``concurrency`` at once;
 * while a handler runs, the message's visibility is extended in the
   background, so a 2 GB transfer is not handed to a second worker;
   if that extension fails for good (the receipt is no longer valid, or the
   message would become visible before the next try), the handler is
   cancelled: someone else may hold the message now;
-* success deletes the message; failure leaves it for SQS to redeliver after a
-  back-off, and the queue's redrive policy moves it to the dead-letter queue
-  after ``maxReceiveCount`` receives;
+* success, and only success, queues the message for deletion; failure leaves
+  it for SQS to redeliver after a back-off, and the queue's redrive policy
+  moves it to the dead-letter queue after ``maxReceiveCount`` receives;
+* deletes and visibility changes (extensions, back-offs, releases) go out in
+  batches of up to ten (``messaging/acks.py``), after at most
+  ``linger_seconds``. A delete that still fails after its retries is logged
+  and the message comes back once its visibility ends: every handler is
+  idempotent, so a second delivery of a handled message is harmless;
 * a malformed body is logged and left to reach the dead-letter queue quickly;
   it never crashes the worker;
 * on stop, nothing more is received; handlers in flight get ``drain_seconds``
   to finish, then are cancelled (a handler releases what it holds) and their
-  messages are made visible at once for another replica.
+  messages are made visible at once for another replica; the deletes and
+  visibility changes still queued are sent before ``run`` returns.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from conveyor_shared.messaging.acks import MAX_ENTRIES, MessageAcks, Outcome
 from conveyor_shared.messaging.envelopes import MalformedMessage
 
 log = structlog.get_logger("conveyor.consumer")
@@ -81,6 +90,7 @@ class QueueConsumer:
         wait_seconds: int = 20,
         retry_delays: Sequence[int] = (2, 10, 30),
         drain_seconds: float = 30.0,
+        linger_seconds: float = 0.05,
     ) -> None:
         self._sqs = sqs
         self._url = queue_url
@@ -91,17 +101,21 @@ class QueueConsumer:
         self._wait = wait_seconds
         self._retry_delays = tuple(retry_delays)
         self._drain = drain_seconds
+        self._linger = linger_seconds
+        self._acks: MessageAcks | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._log = log.bind(queue=queue_url.rsplit("/", 1)[-1])
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then let in-flight messages finish."""
         slots = asyncio.Semaphore(self._concurrency)
+        self._acks = MessageAcks(self._sqs, self._url, linger=self._linger)
         self._log.info("consumer.started", concurrency=self._concurrency)
         try:
             await asyncio.gather(*(self._poll(slots, stop) for _ in range(self._receivers)))
         finally:
             await self._drain_in_flight()
+            await self._acks.close()
             self._log.info("consumer.stopped")
 
     async def _drain_in_flight(self) -> None:
@@ -115,11 +129,11 @@ class QueueConsumer:
 
     async def _poll(self, slots: asyncio.Semaphore, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await slots.acquire()
-            slots.release()
-            free = self._concurrency - len(self._in_flight)
-            for message in await self._receive(min(10, max(free, 1)), stop):
-                await slots.acquire()
+            taken = await _take_slots(slots, MAX_ENTRIES, stop)
+            messages = await self._receive(taken, stop) if taken else []
+            for _ in range(taken - len(messages)):
+                slots.release()
+            for message in messages:
                 task = asyncio.create_task(self._handle(message))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
@@ -198,7 +212,7 @@ class QueueConsumer:
             )
             await self._set_visibility(message, delay)
         else:
-            await self._delete(message)
+            self._delete(message)
 
     @staticmethod
     def _within_limit(message: ReceivedMessage, delay: int) -> int:
@@ -218,9 +232,13 @@ class QueueConsumer:
             interval = max(1.0, self._visibility / 3)
             while True:
                 await asyncio.sleep(interval)
-                error = await self._set_visibility(message, self._visibility)
+                asked_at = time.monotonic()
+                error = await self._set_visibility(
+                    message, self._visibility, drop_if_cancelled=True
+                )
                 if error is None:
-                    confirmed_until = time.monotonic() + self._visibility
+                    # Counted from the request, not the reply: the batch may linger.
+                    confirmed_until = asked_at + self._visibility
                     continue
                 if error in _VISIBILITY_LOST or time.monotonic() + interval >= confirmed_until:
                     lost.set()
@@ -235,26 +253,51 @@ class QueueConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    async def _set_visibility(self, message: ReceivedMessage, seconds: int) -> str | None:
-        """Set the message's visibility; the error code when SQS refused, else None."""
-        try:
-            await self._sqs.change_message_visibility(
-                QueueUrl=self._url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
-            )
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
-            self._log.warning(
-                "message.visibility_failed", error=str(exc), code=code, seconds=seconds
-            )
-            return code
-        except BotoCoreError as exc:
-            self._log.warning("message.visibility_failed", error=str(exc), seconds=seconds)
-            return type(exc).__name__
-        return None
+    async def _set_visibility(
+        self, message: ReceivedMessage, seconds: int, *, drop_if_cancelled: bool = False
+    ) -> str | None:
+        """Set the message's visibility; the error code when SQS refused, else None.
 
-    async def _delete(self, message: ReceivedMessage) -> None:
-        try:
-            await self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message.receipt_handle)
-        except (BotoCoreError, ClientError) as exc:
+        The change is sent even if the caller is cancelled while it waits
+        (a back-off or a release must reach SQS), unless ``drop_if_cancelled``
+        (an extension nobody needs once its handler ended).
+        """
+        assert self._acks is not None, "only while running"
+        outcome = self._acks.change_visibility(message.receipt_handle, seconds)
+        code = await (outcome if drop_if_cancelled else asyncio.shield(outcome))
+        if code is not None:
+            self._log.warning("message.visibility_failed", code=code, seconds=seconds)
+        return code
+
+    def _delete(self, message: ReceivedMessage) -> None:
+        """Queue the message for deletion; its outcome is only logged."""
+        assert self._acks is not None, "only while running"
+        self._acks.delete(message.receipt_handle).add_done_callback(self._log_delete_failure)
+
+    def _log_delete_failure(self, outcome: asyncio.Future[Outcome]) -> None:
+        code = "NotSent" if outcome.cancelled() else outcome.result()
+        if code is not None:
             # Redelivered later; every handler is idempotent, so that is harmless.
-            self._log.warning("message.delete_failed", error=str(exc))
+            self._log.warning("message.delete_failed", code=code)
+
+
+async def _take_slots(slots: asyncio.Semaphore, most: int, stop: asyncio.Event) -> int:
+    """Wait for a free slot (or ``stop``: then 0), then take up to ``most`` at once."""
+    first = asyncio.ensure_future(slots.acquire())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({first, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    first.cancel()  # a no-op once the slot was taken; a cancelled acquire holds nothing
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    if first.cancelled():
+        return 0
+    if stop.is_set():
+        slots.release()
+        return 0
+    taken = 1
+    # A semaphore that is not locked is acquired without waiting.
+    while taken < most and not slots.locked():
+        await slots.acquire()
+        taken += 1
+    return taken

@@ -60,6 +60,22 @@ class ScanRequested(_Message):
     reason: str = "schedule"
 
 
+class BatchDue(_Message):
+    """Look at a client's open batch: close it when its rules say so, then start
+    its job once every file reserved in it is recorded (D8). Sent to the
+    scanner queue, delayed by the batch's quiet period, when a batch opens."""
+
+    kind: Literal["batch.due"] = "batch.due"
+    v: Literal[1] = 1
+    client_id: str
+    job_id: str
+    #: Set on the messages one handler sends on, so they keep its turn.
+    turn: str | None = None
+    #: Files of the job marked recorded at the last look, and since when.
+    marked: int | None = None
+    marked_at_ms: int = 0
+
+
 class PickupRecheck(_Message):
     """Decide again one pick-up file that was held back as a duplicate of a
     file then in flight (sent once that file settled): remove it if the
@@ -124,12 +140,18 @@ class FileReceived(_Message):
     file_name: str
     s3_uri: str
     size: int
+    #: The content's SHA-256, and the version's id under its remote path
+    #: (``<first seen>--<sha256 prefix>``).
+    sha256: str | None = None
+    version: str | None = None
     audience: Literal["care_team", "process"]
     at: datetime = Field(default_factory=utcnow)
 
 
 Event = Annotated[JobStarted | JobFinished | FileFailed | FileReceived, Field(discriminator="kind")]
-Command = Annotated[TransferRequested | ScanRequested | PickupRecheck, Field(discriminator="kind")]
+Command = Annotated[
+    TransferRequested | ScanRequested | PickupRecheck | BatchDue, Field(discriminator="kind")
+]
 
 
 # --- What S3 sends ------------------------------------------------------------------------

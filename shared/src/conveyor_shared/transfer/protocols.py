@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from conveyor_shared.errors import TransientError
@@ -30,6 +30,10 @@ class ObjectInfo:
     hashes: Mapping[str, str] = field(default_factory=dict)
     #: An opaque version token (S3 VersionId/LastModified, GCS generation).
     version: str | None = None
+    #: How far ``modified`` may be from the real time: None when exact to the
+    #: second or better; a minute for an FTP LIST time without seconds, a day
+    #: for one without a time of day.
+    modified_precision: timedelta | None = None
 
 
 @dataclass(frozen=True)

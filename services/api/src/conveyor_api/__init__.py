@@ -1,0 +1,1 @@
+"""Conveyor's status and resend API (A4, D5, S6)."""

@@ -1,0 +1,1 @@
+"""provider-sync: copies partners' files from FTP, FTPS and SFTP servers into S3."""

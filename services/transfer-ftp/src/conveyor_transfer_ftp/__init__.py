@@ -1,0 +1,1 @@
+"""transfer-ftp: delivers files to FTP and FTPS servers (a temporary name, then a rename)."""

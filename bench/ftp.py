@@ -15,19 +15,28 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import boto3
 
 from bench import legs
 from bench.legs import Bench, Figures, SmallFilesSettings, client_id
 from bench.pipeline import Pipeline, parse_time
+from bench.rclone import RCLONE
 from bench.sources import put_objects, small_keys
+from tests import ftp_servers
 from tests.ftp_servers import FtpTestServer, start_ftp_server, stop_ftp_server, writable_directory
 
 FTP_SECRET = "bench/ftp"  # a secret's name, not a value
+#: vsftpd's passive port range for the run. vsftpd tries a few random ports of
+#: its range for each data connection and ends the session (``500 OOPS:
+#: priv_sock_get_int``) when none is free: the fixture's 10 ports run out under
+#: the small files' 8 sessions.
+PASSIVE_PORTS = 64
 
 
 @contextlib.contextmanager
@@ -36,7 +45,8 @@ def running_vsftpd(wanted: bool) -> Iterator[FtpTestServer | None]:
     if not wanted:
         yield None
         return
-    server = start_ftp_server("vsftpd")
+    with mock.patch.object(ftp_servers, "PASSIVE_PORTS", PASSIVE_PORTS):
+        server = start_ftp_server("vsftpd")
     try:
         yield server
     finally:
@@ -44,13 +54,18 @@ def running_vsftpd(wanted: bool) -> Iterator[FtpTestServer | None]:
 
 
 def rclone_remote(server: FtpTestServer) -> list[str]:
-    """rclone's ``[ftp]`` remote for ``server`` (anonymous: no password to obscure)."""
+    """rclone's ``[ftp]`` remote for ``server``; rclone takes the password only
+    obscured (``rclone obscure``), even an anonymous login's empty one."""
+    obscured = subprocess.run(
+        [RCLONE, "obscure", server.password], capture_output=True, text=True, check=True
+    ).stdout.strip()
     return [
         "[ftp]",
         "type = ftp",
         "host = 127.0.0.1",
         f"port = {server.port}",
         f"user = {server.username}",
+        f"pass = {obscured}",
         "",
     ]
 

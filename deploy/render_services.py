@@ -34,6 +34,15 @@ OUT = Path(__file__).with_name("services.yaml")
 #: so a stopping transfer finishes or hands its file back before it is killed.
 STOP_TIMEOUT = 120
 API_PORT = 8080
+#: A queue service's liveness file (conveyor_shared.health): on a task volume, as the root
+#: filesystem is read-only; touched every 10 s, so 60 s without a touch is a stuck loop.
+HEALTH_DIR = "/run/conveyor"
+HEALTH_FILE = f"{HEALTH_DIR}/alive"
+HEALTH_MAX_AGE = 60
+#: The provider-sync schedule's message: no source_id, so every source is asked.
+SYNC_POLL_TICK = '{"kind": "sync.poll", "v": 1, "reason": "schedule"}'
+#: The API's unauthenticated liveness route (services/api: routes/system.py).
+HEALTH_PATH = "/healthz"
 
 QUEUE_CONSUMER = [
     "sqs:ReceiveMessage",
@@ -267,12 +276,28 @@ SERVICES = [
             allow("Events", ["sns:Publish"], [EVENTS_TOPIC]),
             allow("Routes", ["s3:GetObject"], [ROUTES_OBJECT]),
             allow("Secrets", ["secretsmanager:GetSecretValue"], secret_arns("api")),
+            # Provider sources: files received, health, poll now, check/test/plan
+            # (which reach partners' servers with the sources' secrets), downloads.
+            allow("Received", LEDGER_READ, table_arns("received")),
+            allow("PollNow", QUEUE_SENDER, [queue_arn("sync-poll")]),
+            allow(
+                "SyncQueues",
+                ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+                [
+                    queue_arn(q)
+                    for q in ("sync-poll", "sync-poll-dlq", "sync-fetch", "sync-fetch-dlq")
+                ],
+            ),
+            allow("SourceSecrets", ["secretsmanager:GetSecretValue"], secret_arns("sync-")),
+            allow(
+                "Landing", ["s3:GetObject"], [sub("arn:${AWS::Partition}:s3:::${LandingBuckets}/*")]
+            ),
         ],
         queue=None,
         max_tasks=4,
         environment={
-            "CONVEYOR_HOST": "0.0.0.0",  # noqa: S104 - inside the task's own network namespace
-            "CONVEYOR_PORT": str(API_PORT),
+            "CONVEYOR_API_HOST": "0.0.0.0",  # noqa: S104 - inside the task's own network namespace
+            "CONVEYOR_API_PORT": str(API_PORT),
             "CONVEYOR_API_KEYS_SECRET": sub("${DataStackName}/api-keys"),
         },
     ),
@@ -347,6 +372,14 @@ def parameters() -> dict[str, Any]:
             "Type": "String",
             "Default": "rate(15 minutes)",
             "Description": "How often the scheduled scan catches what events missed (D2).",
+        },
+        "SyncPollSchedule": {
+            "Type": "String",
+            "Default": "rate(1 minute)",
+            "Description": (
+                "How often provider-sync looks for due sources: the finest schedule_minutes "
+                "a source can have."
+            ),
         },
         "LogRetentionDays": {
             "Type": "Number",
@@ -470,7 +503,7 @@ def shared_resources() -> dict[str, Any]:
                 "Protocol": "HTTP",
                 "Port": API_PORT,
                 "TargetType": "ip",
-                "HealthCheckPath": "/health",
+                "HealthCheckPath": HEALTH_PATH,
                 "HealthCheckIntervalSeconds": 15,
                 "HealthyThresholdCount": 2,
                 "TargetGroupAttributes": [
@@ -518,31 +551,53 @@ def shared_resources() -> dict[str, Any]:
                 "AssumeRolePolicyDocument": trust("scheduler.amazonaws.com"),
                 "Policies": [
                     {
-                        "PolicyName": "scan-schedule",
+                        "PolicyName": "schedules",
                         "PolicyDocument": {
                             "Version": "2012-10-17",
                             "Statement": [
-                                allow("ScanRequests", ["sqs:SendMessage"], [queue_arn("scanner")])
+                                allow("ScanRequests", ["sqs:SendMessage"], [queue_arn("scanner")]),
+                                allow(
+                                    "PollRequests", ["sqs:SendMessage"], [queue_arn("sync-poll")]
+                                ),
                             ],
                         },
                     }
                 ],
             },
         },
-        "ScanRequests": {
-            "Type": "AWS::Scheduler::Schedule",
-            "Properties": {
-                "Name": sub("${DataStackName}-scan"),
-                "Description": (
-                    "The scheduled scan (D2); one runs at a time however many scanners (D10)."
-                ),
-                "ScheduleExpression": ref("ScanSchedule"),
-                "FlexibleTimeWindow": {"Mode": "OFF"},
-                "Target": {
-                    "Arn": queue_arn("scanner"),
-                    "RoleArn": {"Fn::GetAtt": ["SchedulerRole", "Arn"]},
-                    "Input": '{"kind": "scan.requested", "v": 1, "reason": "schedule"}',
-                },
+        "ScanRequests": schedule(
+            "scan",
+            "The scheduled scan (D2); one runs at a time however many scanners (D10).",
+            "ScanSchedule",
+            "scanner",
+            '{"kind": "scan.requested", "v": 1, "reason": "schedule"}',
+        ),
+        "PollRequests": schedule(
+            "sync-poll",
+            "One tick for every provider source: provider-sync answers it with one poll "
+            "message per source, and each polls under its own lease when its "
+            "schedule_minutes say it is due (S1, docs/provider-sync.md).",
+            "SyncPollSchedule",
+            "sync-poll",
+            SYNC_POLL_TICK,
+        ),
+    }
+
+
+def schedule(name: str, description: str, expression: str, queue: str, body: str) -> dict[str, Any]:
+    """An EventBridge Scheduler schedule that sends ``body`` to ``queue`` with the
+    scheduler's role (moto keeps schedules but never fires them)."""
+    return {
+        "Type": "AWS::Scheduler::Schedule",
+        "Properties": {
+            "Name": sub(f"${{DataStackName}}-{name}"),
+            "Description": description,
+            "ScheduleExpression": ref(expression),
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "Target": {
+                "Arn": queue_arn(queue),
+                "RoleArn": {"Fn::GetAtt": ["SchedulerRole", "Arn"]},
+                "Input": body,
             },
         },
     }
@@ -566,6 +621,7 @@ def service_resources(service: Service) -> dict[str, Any]:
         "CONVEYOR_ENVIRONMENT": "production",
         "CONVEYOR_LOG_JSON": "true",
         "AWS_REGION": ref("AWS::Region"),
+        **({"CONVEYOR_HEALTH_FILE": HEALTH_FILE} if service.queue else {}),
         **service.environment,
     }
     container: dict[str, Any] = {
@@ -607,6 +663,26 @@ def service_resources(service: Service) -> dict[str, Any]:
             },
         },
     }
+    volumes: list[dict[str, str]] = []
+    if service.queue is not None:
+        volumes = [{"Name": "run"}]
+        container["MountPoints"] = [
+            {"SourceVolume": "run", "ContainerPath": HEALTH_DIR, "ReadOnly": False}
+        ]
+        container["HealthCheck"] = {
+            "Command": [
+                "CMD",
+                "python",
+                "-m",
+                "conveyor_shared.health",
+                HEALTH_FILE,
+                str(HEALTH_MAX_AGE),
+            ],
+            "Interval": 30,
+            "Timeout": 5,
+            "Retries": 3,
+            "StartPeriod": 60,
+        }
     if service.queue is None:
         container["PortMappings"] = [{"ContainerPort": API_PORT, "Protocol": "tcp"}]
         container["HealthCheck"] = {
@@ -615,7 +691,7 @@ def service_resources(service: Service) -> dict[str, Any]:
                 "python",
                 "-c",
                 "import urllib.request; urllib.request.urlopen("
-                f"'http://127.0.0.1:{API_PORT}/health', timeout=3)",
+                f"'http://127.0.0.1:{API_PORT}{HEALTH_PATH}', timeout=3)",
             ],
             "Interval": 15,
             "Timeout": 5,
@@ -666,6 +742,7 @@ def service_resources(service: Service) -> dict[str, Any]:
                 "ExecutionRoleArn": {"Fn::GetAtt": ["ExecutionRole", "Arn"]},
                 "TaskRoleArn": {"Fn::GetAtt": [f"{key}TaskRole", "Arn"]},
                 "ContainerDefinitions": [container],
+                **({"Volumes": volumes} if volumes else {}),
             },
         },
         f"{key}Service": ecs_service,
@@ -788,7 +865,8 @@ def template() -> dict[str, Any]:
         "Description": (
             "Conveyor's compute: one Fargate service per Conveyor service, scaled on its "
             "queue, with a least-privilege task role each, the API behind HTTPS, and the "
-            "scan schedule. Rendered by deploy/render_services.py; edit that, not this."
+            "scan and provider-poll schedules. Rendered by deploy/render_services.py; edit "
+            "that, not this."
         ),
         "Parameters": parameters(),
         "Resources": resources,

@@ -13,6 +13,7 @@ import httpx
 from conveyor_api.app import run as run_api
 from conveyor_api.auth import Role, new_key, stored_keys
 from conveyor_api.settings import ApiSettings
+from conveyor_cli.localstack import servers
 from conveyor_cli.localstack.processes import free_port
 from tests.support import InProcessServices, Stack, eventually
 
@@ -33,7 +34,7 @@ async def start_api(
     services: InProcessServices,
     stack: Stack,
     aws: dict[str, Any],
-    routes: Path,
+    routes: Path | str,
     **settings: Any,
 ) -> Api:
     """The API in-process, its keys (hashes only) in a new secret; ``settings``
@@ -68,3 +69,34 @@ async def start_api(
 
     await eventually(up, timeout=30, what="the API to answer /healthz")
     return api
+
+
+async def sftp_source(
+    stack: Stack, aws: dict[str, Any], sshd: servers.Sshd, source_id: str, name: str
+) -> tuple[dict[str, Any], Path]:
+    """A care-team provider source on the test sshd (its key in a secret of
+    its own, its folder new, fetched on first look) landing in a new
+    ``<stack>-landing`` bucket: the routes file's entry, and the folder."""
+    folder = sshd.root / source_id
+    folder.mkdir()
+    secret = f"{stack.name}/sync-{source_id}"
+    await aws["secretsmanager"].create_secret(
+        Name=secret, SecretString=json.dumps({"private_key": sshd.private_key})
+    )
+    await aws["s3"].create_bucket(Bucket=f"{stack.name}-landing")
+    spec = {
+        "id": source_id,
+        "name": name,
+        "partner_id": "H4101",
+        "protocol": "sftp",
+        "host": "127.0.0.1",
+        "port": sshd.port,
+        "username": sshd.username,
+        "credentials": {"secret": secret},
+        "host_keys": [sshd.host_key],
+        "directory": folder.name,
+        "landing": f"s3://{stack.name}-landing/partners/",
+        "audience": "care_team",
+        "stability": {"settle_seconds": 0},
+    }
+    return spec, folder

@@ -123,7 +123,7 @@ class InProcessServices:
                 raise task.exception()  # type: ignore[misc]
 
 
-def start_scanner(services: InProcessServices, stack: Stack, routes: Path) -> None:
+def start_scanner(services: InProcessServices, stack: Stack, routes: Path | str) -> None:
     """The scanner as a task of the test's event loop, with a short batch window."""
     services.start(
         run_scanner,

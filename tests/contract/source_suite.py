@@ -1,5 +1,6 @@
 """One contract every Source passes against its real server: list, stat,
-open, a missing file, a connection dropped mid-read.
+open, a missing file, a connection dropped mid-read, and delete where the
+backend can.
 
 A backend's test module subclasses ``SourceContract`` and provides one
 fixture, ``source_under_test``, yielding a ``SourceUnderTest`` for a fresh,
@@ -25,6 +26,7 @@ subclasses its own test class and overrides ``source_under_test``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
@@ -182,6 +184,22 @@ class SourceContract:
             with pytest.raises(NotFound):
                 async with source_under_test.source.open(path):
                     pass
+
+    async def test_delete_removes_only_that_file(self, source_under_test: SourceUnderTest) -> None:
+        """For sources that can delete (provider sync's ``after_copy: delete``)."""
+        delete = getattr(source_under_test.source, "delete", None)
+        if delete is None:
+            pytest.skip("this backend cannot delete")
+        await source_under_test.put("in/copied.csv", b"copied")
+        await source_under_test.put("in/kept.csv", b"kept")
+        await delete("in/copied.csv")
+        assert list(await listed(source_under_test.source)) == ["in/kept.csv"]
+        with pytest.raises(NotFound):
+            await source_under_test.source.stat("in/copied.csv")
+        # Deleting what is gone (a retry after a lost reply) is NotFound or nothing.
+        with contextlib.suppress(NotFound):
+            await delete("in/copied.csv")
+        assert b"".join(await read_chunks(source_under_test.source, "in/kept.csv")) == b"kept"
 
     async def test_dropped_connection_mid_read_is_transient(
         self, source_under_test: SourceUnderTest

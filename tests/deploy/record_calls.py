@@ -35,6 +35,9 @@ TESTS = [
     "tests/integration/test_notifier.py",
     "tests/integration/test_three_strikes.py",
     "tests/integration/test_provider_sync.py",
+    "tests/integration/test_transfer_ftp.py",
+    "tests/integration/test_api.py",
+    "tests/integration/test_api_delivery.py",
 ]
 
 

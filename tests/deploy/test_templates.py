@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from conveyor_shared.delivery.service import TransferSettings
+from conveyor_shared.sync.messages import PollRequested, parse_command
 from tests.deploy.conftest import SERVICES_TEMPLATE, Deployment
 from tests.deploy.iam import DEPLOY
 
@@ -116,6 +117,36 @@ def test_scans_run_on_the_scheduler_into_the_scanner_queue(deployment: Deploymen
     assert schedule["ScheduleExpression"] == "rate(15 minutes)"
     assert schedule["Target"]["Arn"].endswith(f":{deployment.data.name}-scanner")
     assert '"scan.requested"' in schedule["Target"]["Input"]
+
+
+def test_provider_polls_run_on_the_scheduler_as_one_tick_for_every_source(
+    deployment: Deployment,
+) -> None:
+    scheduler = deployment.session.client("scheduler")
+    schedule = scheduler.get_schedule(Name=f"{deployment.data.name}-sync-poll")
+    assert schedule["ScheduleExpression"] == "rate(1 minute)"
+    assert schedule["Target"]["Arn"].endswith(f":{deployment.data.name}-sync-poll")
+    command = parse_command(schedule["Target"]["Input"])
+    # No source named: provider-sync answers with one poll message per source.
+    assert isinstance(command, PollRequested)
+    assert command.source_id is None
+    assert not command.force
+    deployment.session.client("sqs").get_queue_url(QueueName=f"{deployment.data.name}-sync-poll")
+    rules = deployment.session.client("events").list_rules(NamePrefix=deployment.data.name)
+    assert rules["Rules"] == [], "one schedule, not an EventBridge rule as well"
+
+
+def test_the_schedules_role_sends_only_to_their_targets() -> None:
+    resources = RENDER.template()["Resources"]  # type: ignore[attr-defined]
+    schedules = [
+        r["Properties"] for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule"
+    ]
+    assert {s["Target"]["RoleArn"]["Fn::GetAtt"][0] for s in schedules} == {"SchedulerRole"}
+    [policy] = resources["SchedulerRole"]["Properties"]["Policies"]
+    statements = policy["PolicyDocument"]["Statement"]
+    assert {a for s in statements for a in s["Action"]} == {"sqs:SendMessage"}
+    allowed = [r for s in statements for r in s["Resource"]]
+    assert sorted(map(str, allowed)) == sorted(str(s["Target"]["Arn"]) for s in schedules)
 
 
 def test_ledger_tables_are_kept_protected_and_recoverable(deployment: Deployment) -> None:

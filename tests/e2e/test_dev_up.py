@@ -27,6 +27,8 @@ from tests.support import json_lines
 
 CONVEYOR = [sys.executable, "-m", "conveyor_cli.main"]
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STORAGE_"))}
+#: Scans and provider polls every 2 s instead of every minute (moto fires no schedules).
+FAST = ["--scan-every", "2", "--sync-every", "2"]
 
 
 def alive(pid: int) -> bool:
@@ -55,7 +57,7 @@ class DevUp:
     def __init__(self, state: Path) -> None:
         self.state = state
         self.proc = subprocess.Popen(
-            [*CONVEYOR, "dev", "up", "--state-dir", str(state), "--scan-every", "2"],
+            [*CONVEYOR, "dev", "up", "--state-dir", str(state), *FAST],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -115,7 +117,7 @@ class DevUp:
 
 def ftp_sizes(exports: dict[str, str], directory: str) -> dict[str, int]:
     """What the FTP stand-in holds in ``directory``, read over FTP as a partner would."""
-    with ftplib.FTP() as ftp:
+    with ftplib.FTP() as ftp:  # noqa: S321 - the local stand-in speaks plain FTP
         ftp.connect(exports["CONVEYOR_FTP_HOST"], int(exports["CONVEYOR_FTP_PORT"]), timeout=10)
         ftp.login(exports["CONVEYOR_FTP_USER"], exports["CONVEYOR_FTP_PASSWORD"])
         ftp.voidcmd("TYPE I")
@@ -124,6 +126,50 @@ def ftp_sizes(exports: dict[str, str], directory: str) -> dict[str, int]:
             for name, facts in ftp.mlsd(directory)
             if facts.get("type") == "file"
         }
+
+
+#: What the provider servers of the local stack hold when it starts.
+PROVIDER_FILES = {
+    ("h3001-ftp", "remittance_2026-11.csv"),
+    ("h3001-ftp", "care_gaps_2026-12-01.txt"),
+    ("h3002-sftp", "lab_feed_2026-12-01.csv"),
+}
+
+
+def landed(dev_up: DevUp) -> dict[tuple[str, str], int]:
+    """(source, file name) -> size of every copy in the provider landing."""
+    listing = dev_up.s3().list_objects_v2(
+        Bucket=dev_up.exports()["CONVEYOR_LANDING_BUCKET"], Prefix="partners/"
+    )
+    found = {}
+    for item in listing.get("Contents", []):
+        source, *_, name = item["Key"].removeprefix("partners/").split("/")
+        found[(source, name)] = item["Size"]
+    return found
+
+
+def test_dev_up_once_collects_the_partners_files_and_stops(tmp_path: Path) -> None:
+    """``--once``: the samples are delivered, the partners' files arrive from
+    the FTP and SFTP servers, then everything stops."""
+    once = subprocess.run(
+        [*CONVEYOR, "dev", "up", "--once", "--state-dir", str(tmp_path / "dev"), *FAST],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert once.returncode == 0, once.stdout[-3000:] + once.stderr[-2000:]
+    assert "3 of 3 provider file(s) collected into s3://conveyor-provider-landing/partners/" in (
+        once.stdout
+    )
+    for source, name in PROVIDER_FILES:
+        shown = re.findall(
+            rf"^ +\S+ +{source} +{re.escape(name)} +(\w+(?: \w+)?) ", once.stdout, re.M
+        )
+        assert (shown[0], shown[-1]) == ("on server", "handed off"), (source, name, shown)
+    assert "handed off to the care_team" in once.stdout
+    assert "handed off to the process" in once.stdout
+    assert "Everything the local stack started has stopped." in once.stdout
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +217,28 @@ def test_dev_up_delivers_samples_everywhere(dev_up: DevUp) -> None:
         30,
         "a scheduled scan",
     )
+
+
+def test_dev_up_polls_the_partners_servers_on_a_schedule(dev_up: DevUp) -> None:
+    assert set(landed(dev_up)) == PROVIDER_FILES
+    assert landed(dev_up)[("h3002-sftp", "lab_feed_2026-12-01.csv")] == 1_200_000
+
+    # A file the partner publishes later arrives by the local schedule's polls.
+    folder = Path(dev_up.exports()["CONVEYOR_SFTP_ROOT"]) / "outbound/H3002"
+    (folder / "lab_feed_2026-12-02.csv").write_bytes(b"id,result\n1,ok\n")
+    until(
+        lambda: ("h3002-sftp", "lab_feed_2026-12-02.csv") in landed(dev_up),
+        60,
+        "the later file in the landing",
+    )
+    output = dev_up.wait_for("lab_feed_2026-12-02.csv        handed off", timeout=30)
+    assert "h3002-sftp  lab_feed_2026-12-02.csv" in output
+    polls = [
+        e
+        for e in json_lines(dev_up.state / "logs" / "provider_sync.log")
+        if e.get("event") == "poll.done"
+    ]
+    assert {e["source"] for e in polls} == {"h3001-ftp", "h3002-sftp"}
 
 
 def test_dev_up_prints_the_api_and_keys_that_work(dev_up: DevUp) -> None:
@@ -237,6 +305,7 @@ def test_ctrl_c_stops_everything_it_started(dev_up: DevUp) -> None:
         "smtp",
         "conveyor_scanner",
         "conveyor_notifier",
+        "conveyor_provider_sync",
     }
     dev_up.proc.send_signal(signal.SIGINT)
     assert dev_up.proc.wait(timeout=60) == 0

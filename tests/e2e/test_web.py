@@ -4,8 +4,10 @@ destinations in moto; an operator signs in with an API key, finds a delivered
 file, downloads it (a presigned S3 URL) and checks its bytes, then resends a
 failed file with a reason, which leads to a real second delivery.
 
-A care-team (read) key, signing in by keyboard alone, sees new files marked,
-downloads one and is shown no resend. Over HTTP, without a browser: a forged,
+A care-team (read) key, signing in by keyboard alone, sees a file that
+provider sync landed from a partner's SFTP server (OpenSSH) marked new,
+finds it by name, downloads the stored version (recorded) and is shown no
+resend. Over HTTP, without a browser: a forged,
 tampered, expired or revoked session cookie is refused, and so is a form
 without its CSRF token. Against moto: "new since your last visit" holds over
 reloads and moves on once a visit is over."""
@@ -30,10 +32,13 @@ from playwright.async_api import BrowserContext, Download, Page, async_playwrigh
 from conveyor_api.auth import Role
 from conveyor_api.web.session import SESSION_COOKIE, SESSION_SALT, Session, SessionSigner
 from conveyor_api.web.visits import last_visit
+from conveyor_cli.localstack import servers
+from conveyor_provider_sync.app import run as run_provider_sync
+from conveyor_provider_sync.settings import ProviderSyncSettings
 from conveyor_shared.delivery.service import TransferSettings
 from conveyor_shared.ledger.dynamo import iso_ago
 from conveyor_transfer_s3.app import run as run_transfer_s3
-from tests.api_support import Api, start_api
+from tests.api_support import Api, sftp_source, start_api
 from tests.support import (
     InProcessServices,
     Stack,
@@ -222,26 +227,85 @@ async def test_operator_downloads_a_delivered_file_and_resends_a_failed_one(
     await expect(history).to_contain_text("Delivered")
 
 
-async def test_the_care_team_sees_new_files_and_downloads_them(
-    web: Web, browser: BrowserContext
-) -> None:
-    body = b"claim,amount\n" + b"1,20\n" * 100
-    await web.aws["s3"].put_object(
-        Bucket=web.stack.pickup_bucket, Key=f"{DELIVERED}/claims.csv", Body=body
+@dataclass
+class Partner:
+    """A partner's SFTP server (the sshd) polled by provider sync, and the page."""
+
+    web: Web
+    folder: Path
+    source_id: str
+
+
+@pytest.fixture
+async def partner(
+    stack: Stack,
+    aws: dict[str, Any],
+    services: InProcessServices,
+    sshd: servers.Sshd,
+    unique: str,
+    tmp_path: Path,
+) -> Partner:
+    """Provider sync over a care-team source on the sshd, and the API."""
+    source, folder = await sftp_source(stack, aws, sshd, f"acme-{unique}", "Acme Health")
+    routes = write_routes(tmp_path / "routes.yaml", [], sources=[source])
+    services.start(
+        run_provider_sync,
+        ProviderSyncSettings(
+            stack=stack.name, routes_uri=str(routes), environment="test", receive_wait_seconds=1
+        ),
     )
-    await settled(web, DELIVERED, "success")
+    return Partner(await start_web(services, stack, aws, routes), folder, source["id"])
+
+
+async def test_the_care_team_sees_received_files_and_downloads_them(
+    partner: Partner, browser: BrowserContext
+) -> None:
+    """A file on the partner's server, polled now through the API and landed
+    by provider sync, is new on the care team's page and downloads whole."""
+    web, source = partner.web, partner.source_id
+    body = b"claim,amount\n" + b"1,20\n" * 100
+    (partner.folder / "claims.csv").write_bytes(body)
+    async with web.client(Role.OPERATE) as operator, web.client(Role.READ) as reader:
+        polled = await operator.post(f"/sources/{source}/poll", json={"reason": "new report"})
+        assert polled.status_code == 200, polled.text
+
+        async def landed() -> list[dict[str, Any]]:
+            page = await reader.get("/received", params={"source": source})
+            items: list[dict[str, Any]] = page.json()["items"]
+            return items
+
+        (received,) = await eventually(landed, timeout=60, what="the partner's file to land")
+
     page = await browser.new_page()
     await sign_in(page, web, Role.READ, keyboard=True)
     await page.get_by_role("link", name="Files received").click()
+    await expect(page.get_by_role("heading", name=re.compile("Acme Health"))).to_be_visible()
     row = page.get_by_role("row", name=re.compile("claims.csv"))
     await expect(row).to_contain_text("New")
     async with page.expect_download() as waiting:
         await row.get_by_role("button", name="Download claims.csv").click()
-    assert await downloaded(await waiting.value) == body
-    # A read key is shown no resend, and cannot post one.
-    await row.get_by_role("link", name="claims.csv").click()
-    await expect(page.get_by_role("heading", name="claims.csv")).to_be_visible()
+    download = await waiting.value
+    assert download.suggested_filename == "claims.csv"
+    assert await downloaded(download) == body
+    # The search finds it by name, and finds nothing for another.
+    await page.get_by_label("Name contains").fill("claims")
+    await page.get_by_role("button", name="Search").click()
+    await expect(page.get_by_role("row", name=re.compile("claims.csv"))).to_be_visible()
+    await page.get_by_label("Name contains").fill("roster")
+    await page.get_by_role("button", name="Search").click()
+    await expect(page.get_by_text("No file matches")).to_be_visible()
+    # A read key is shown no resend.
     assert await page.get_by_role("button", name="Resend").count() == 0
+
+    subject = f"received/{source}/claims.csv#{received['sha256']}"
+    records = await web.aws["dynamodb"].query(
+        TableName=f"{web.stack.name}-locks",
+        IndexName="bySubject",
+        KeyConditionExpression="subject = :s",
+        ExpressionAttributeValues={":s": {"S": subject}},
+    )
+    (record,) = records["Items"]
+    assert (record["kind"]["S"], record["by"]["S"]) == ("download", "read-key")
 
 
 class _Backdated(TimestampSigner):

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,10 @@ from tests.support import (
 
 MiB = 1024 * 1024
 CLIENT = "H3101"
+
+
+async def _none_left(left: Callable[[], Awaitable[list[Any]]]) -> bool:
+    return await left() == []
 
 
 async def the_entry(aws: dict[str, Any], stack: Stack) -> dict[str, Any] | None:
@@ -371,10 +376,14 @@ async def test_a_correction_uploaded_while_the_first_is_in_flight_is_delivered_a
     assert sha256(final.read_bytes()) == sha256(correction)
     archived = await aws["s3"].get_object(Bucket=stack.pickup_bucket, Key="archive/eligibility.bin")
     assert sha256(await archived["Body"].read()) == sha256(correction)
-    # Both versions left the pick-up; no delete marker hides anything.
-    listed = await aws["s3"].list_object_versions(Bucket=stack.pickup_bucket, Prefix=CLIENT)
-    assert listed.get("Versions", []) == []
-    assert listed.get("DeleteMarkers", []) == []
+    # Both versions leave the pick-up; no delete marker hides anything.
+    async def pickup_versions_left() -> list[Any]:
+        listed = await aws["s3"].list_object_versions(Bucket=stack.pickup_bucket, Prefix=CLIENT)
+        return [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])]
+
+    await eventually(
+        lambda: _none_left(pickup_versions_left), timeout=10, what="the pick-up emptied"
+    )
 
 
 async def test_a_rotated_key_is_read_again_instead_of_failing_the_file(

@@ -95,7 +95,7 @@ async def test_one_claim_wins_and_settling_twice_counts_once(
     assert sorted(s is not None for s in settled) == [False, False, False, True]
     # Only the one settle that won counts the file in its job.
     [won] = [s for s in settled if s is not None]
-    counted = await jobs.count(won.job_id, won.status)
+    counted = await jobs.count(won.job_id, succeeded=1)
     assert counted is not None
     assert (counted.succeeded, counted.failed, counted.complete) == (1, 0, True)
 
@@ -151,7 +151,7 @@ async def test_exactly_one_caller_finishes_a_job(stack: Stack, aws: dict[str, An
         assert await files.record_new(e)
     for settled in await asyncio.gather(*(files.settle(e, FileStatus.SUCCESS) for e in entries)):
         assert settled is not None
-        await jobs.count(settled.job_id, settled.status)
+        await jobs.count(settled.job_id, succeeded=1)
     job = await jobs.get("J4")
     assert job is not None
     assert job.complete

@@ -26,12 +26,11 @@ from typing import Any, cast
 import pytest
 
 from conveyor_cli.localstack import servers
+from conveyor_cli.localstack.processes import free_port
 from conveyor_provider_sync.app import run as run_provider_sync
 from conveyor_provider_sync.fetch import Outcome, SourceFetch, Stores
 from conveyor_provider_sync.handoff import HandOff
-from conveyor_provider_sync.messages import FetchRequested, PollRequested
 from conveyor_provider_sync.poll import PollReport, SourcePoll
-from conveyor_provider_sync.remote import ByProtocol, installed_openers
 from conveyor_provider_sync.settings import ProviderSyncSettings
 from conveyor_shared.config.loader import parse_routes_text
 from conveyor_shared.config.sources import STAGING_PREFIX, ProviderSource
@@ -40,6 +39,8 @@ from conveyor_shared.ledger.locks import Leases
 from conveyor_shared.ledger.received import PathStatus, ReceivedLedger
 from conveyor_shared.messaging.publisher import CommandSender, EventPublisher
 from conveyor_shared.secrets import SecretStore
+from conveyor_shared.sync.messages import FetchRequested, PollRequested
+from conveyor_shared.sync.remote import ByProtocol, installed_openers
 from tests.ftp_servers import FtpServers, Kind, writable_directory
 from tests.support import InProcessServices, Stack, drain, eventually, subscribe_events
 
@@ -268,7 +269,7 @@ async def make_partner(
     peer: Peer,
     settings: dict[str, Any],
 ) -> Partner:
-    secret = f"{stack.name}/partner"
+    secret = f"{stack.name}/sync-partner"
     with contextlib.suppress(aws["secretsmanager"].exceptions.ResourceExistsException):
         await aws["secretsmanager"].create_secret(Name=secret, SecretString=json.dumps(peer.secret))
     landing_bucket = f"{stack.name}-landing"
@@ -393,6 +394,43 @@ async def test_a_file_deleted_on_the_server_is_marked_and_our_copy_kept(partner:
     assert (await p.poll()).deleted == [], "marked once"
 
 
+@pytest.mark.parametrize("peer_kind", ["sftp", "pyftpdlib"])
+async def test_after_copy_delete_removes_the_file_once_its_copy_is_recorded(
+    partner: Any,
+) -> None:
+    p: Partner = await partner(stability={"settle_seconds": 0}, after_copy="delete")
+    p.write("in/claims.csv", b"member,amount\n7,70\n")
+    p.write("in/unsettled.csv.part", b"still being written")
+
+    assert await p.sync() == [Outcome.STORED]
+    assert sorted(path.name for path in (p.folder / "in").iterdir()) == ["unsettled.csv.part"]
+    assert list((await p.landed()).values()) == [b"member,amount\n7,70\n"]
+    (version,) = await p.ledger.versions(p.source.id, "in/claims.csv")
+    assert version.handed_off_at is not None, "removed only after the hand-off"
+    assert (await p.poll()).deleted == ["in/claims.csv"], "the next poll notes it gone"
+
+
+@pytest.mark.parametrize("peer_kind", ["sftp", "pyftpdlib"])
+async def test_a_retried_fetch_removes_only_the_copy_it_stored(partner: Any) -> None:
+    """A fetch retried after its removal failed (the copy already recorded)
+    removes the file if it is still the stored one, never a newer version."""
+    p: Partner = await partner(stability={"settle_seconds": 0}, after_copy="delete")
+    mtime = time.time() - 600
+    p.write("claims.csv", b"first", mtime=mtime)
+    await p.poll()
+    (message,) = await drain(p.aws["sqs"], p.fetch_queue, settle=0.3)
+    request = FetchRequested.model_validate_json(message["Body"])
+    assert await p.fetch_.run(p.source, request) == Outcome.STORED
+
+    p.write("claims.csv", b"first", mtime=mtime)  # as if the removal had failed
+    assert await p.fetch_.run(p.source, request) == Outcome.ALREADY
+    assert not (p.folder / "claims.csv").exists(), "the stored copy's file removed on retry"
+
+    p.write("claims.csv", b"newer", mtime=mtime + 60)
+    assert await p.fetch_.run(p.source, request) == Outcome.ALREADY
+    assert (p.folder / "claims.csv").read_bytes() == b"newer", "a newer version is kept"
+
+
 async def test_a_growing_file_waits_until_it_settles_then_is_copied_whole(partner: Any) -> None:
     p: Partner = await partner(stability={"settle_seconds": 1})
     p.write("big.dat", b"a" * 1000, mtime=time.time() - 30)
@@ -509,3 +547,63 @@ async def _versions(p: Partner) -> AsyncIterator[Any]:
 
 def _all_paths(folder: Path) -> list[str]:
     return [str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file()]
+
+
+async def test_every_schedule_tick_reports_the_sources_overdue(
+    sftp_partner: Any,
+    stack: Stack,
+    aws: Any,
+    services: InProcessServices,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A source with no good poll in its last three intervals is overdue: one
+    that polls well stops counting, one whose server is down keeps counting."""
+    p: Partner = await sftp_partner(stability={"settle_seconds": 0})
+    down = p.source.model_copy(update={"id": f"{p.source.id}-down", "port": free_port()})
+    routes = tmp_path / "routes.yaml"
+    sources = [s.model_dump(mode="json") for s in (p.source, down)]
+    routes.write_text(json.dumps({"version": 1, "sources": sources}))
+    services.start(
+        run_provider_sync,
+        ProviderSyncSettings(
+            stack=stack.name, routes_uri=str(routes), environment="test", receive_wait_seconds=1
+        ),
+    )
+    polls = CommandSender(aws["sqs"], stack.outputs["SyncPollQueueUrl"])
+    reported: list[int] = []
+
+    async def overdue_after_tick() -> list[int]:
+        await polls.send(PollRequested())
+        await eventually(
+            lambda: _overdue_reported(capsys, reported, len(reported) + 1),
+            timeout=30,
+            what="SourcesOverdue",
+        )
+        return reported
+
+    assert await overdue_after_tick() == [2], "neither source has been polled yet"
+    await eventually(
+        lambda: _polled(aws, stack, p.source.id), timeout=30, what="a good poll of the first source"
+    )
+    assert (await overdue_after_tick())[-1] == 1, "the source whose server is down"
+    await services.close()
+
+
+async def _overdue_reported(
+    capsys: pytest.CaptureFixture[str], reported: list[int], count: int
+) -> bool:
+    for line in capsys.readouterr().err.splitlines():
+        with contextlib.suppress(ValueError):
+            document = json.loads(line)
+            if document.get("event") == "metric.SourcesOverdue":
+                reported.append(document["SourcesOverdue"])
+    return len(reported) >= count
+
+
+async def _polled(aws: Any, stack: Stack, source_id: str) -> bool:
+    """Whether the source's poll lease records a good poll (read, not taken)."""
+    item = await aws["dynamodb"].get_item(
+        TableName=f"{stack.name}-locks", Key={"name": {"S": f"sync-poll#{source_id}"}}
+    )
+    return "polledAt" in item.get("Item", {})

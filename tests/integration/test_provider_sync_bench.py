@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 
 from conveyor_cli.localstack import servers
-from conveyor_provider_sync.detect import look_of
 from conveyor_provider_sync.fetch import Outcome
 from conveyor_shared.ledger.dynamo import now_iso, to_item
 from conveyor_shared.ledger.received import PathState
+from conveyor_shared.sync.detect import look_of
 from tests.ftp_servers import FtpServers, writable_directory
 from tests.integration.test_provider_sync import Partner, Peer, make_partner
 from tests.support import Stack, drain

@@ -14,13 +14,13 @@ import pytest
 
 from conveyor_cli.localstack import servers
 from conveyor_cli.localstack.processes import free_port
-from conveyor_provider_sync.check import check_source, plan
-from conveyor_provider_sync.detect import Verdict
-from conveyor_provider_sync.remote import ByProtocol, installed_openers
 from conveyor_shared.config.loader import parse_routes_text
 from conveyor_shared.config.sources import ProviderSource
 from conveyor_shared.ledger.received import ReceivedLedger
 from conveyor_shared.secrets import SecretStore
+from conveyor_shared.sync.check import check_source, plan
+from conveyor_shared.sync.detect import Verdict
+from conveyor_shared.sync.remote import ByProtocol, installed_openers
 from tests.ftp_servers import FtpServers, writable_directory
 from tests.support import Stack, drain
 

@@ -88,7 +88,9 @@ def test_unknown_destination_type() -> None:
     doc["routes"][0]["destination"]["type"] = "dropbox"
     found = problems(doc)
     assert found == {
-        "routes[0].destination": "unknown destination type 'dropbox'; expected one of gcs, sftp, s3, ftp"
+        "routes[0].destination": (
+            "unknown destination type 'dropbox'; expected one of gcs, sftp, s3, ftp"
+        )
     }
 
 
@@ -202,7 +204,9 @@ def test_a_route_id_is_an_h_number_or_a_provider_id(route_id: str) -> None:
     assert validate_routes(doc).routes[0].client_id == route_id
 
 
-@pytest.mark.parametrize("route_id", ["BCBS-TX", "h12345x_", "-bcbs", "1234", "H123", "bcbs tx", ""])
+@pytest.mark.parametrize(
+    "route_id", ["BCBS-TX", "h12345x_", "-bcbs", "1234", "H123", "bcbs tx", ""]
+)
 def test_a_malformed_route_id_names_the_field_and_both_forms(route_id: str) -> None:
     doc = example()
     doc["routes"][0]["client_id"] = route_id
@@ -214,7 +218,9 @@ def test_a_malformed_route_id_names_the_field_and_both_forms(route_id: str) -> N
 def test_a_provider_id_is_one_route_like_a_client() -> None:
     doc = example()
     doc["routes"][0]["client_id"] = "bcbs-tx"
-    assert problems(doc) == {"routes[4].client_id": "duplicate client id 'bcbs-tx' (also routes[0])"}
+    assert problems(doc) == {
+        "routes[4].client_id": "duplicate client id 'bcbs-tx' (also routes[0])"
+    }
 
 
 def test_an_ftp_destination_takes_the_backends_settings() -> None:

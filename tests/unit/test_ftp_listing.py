@@ -150,6 +150,13 @@ def test_transient_replies(code: int) -> None:
     assert f"{code} Try later." in str(error)
 
 
+def test_vsftpd_oops_is_a_dead_session_not_a_refusal() -> None:
+    error = reply_error(Reply(500, ("OOPS: priv_sock_get_int",)), "upload x")
+    assert isinstance(error, TransientError)
+    assert "500 OOPS: priv_sock_get_int" in str(error)
+    assert isinstance(reply_error(Reply(500, ("Unknown command.",)), "upload x"), PermanentError)
+
+
 def test_refused_login_is_credentials_refused() -> None:
     error = reply_error(Reply(530, ("Login incorrect.",)), "log in")
     assert isinstance(error, CredentialsRefused)

@@ -7,7 +7,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from conveyor_provider_sync.detect import (
+from conveyor_shared.config import validate_routes
+from conveyor_shared.config.sources import ProviderSource
+from conveyor_shared.ledger.dynamo import iso_time
+from conveyor_shared.ledger.received import Look, PathState, PathStatus
+from conveyor_shared.sync.detect import (
     ASK_AGAIN_AFTER,
     Precision,
     Verdict,
@@ -16,11 +20,7 @@ from conveyor_provider_sync.detect import (
     precision_of,
     same_listing,
 )
-from conveyor_provider_sync.remote import FtpSources
-from conveyor_shared.config import validate_routes
-from conveyor_shared.config.sources import ProviderSource
-from conveyor_shared.ledger.dynamo import iso_time
-from conveyor_shared.ledger.received import Look, PathState, PathStatus
+from conveyor_shared.sync.remote import FtpSources
 from conveyor_shared.transfer.protocols import ObjectInfo
 
 NOW = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)

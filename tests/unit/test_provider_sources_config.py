@@ -94,9 +94,48 @@ def test_protocol_settings(fields: dict[str, Any], needle: str) -> None:
     assert needle in message
 
 
-def test_duplicate_ids() -> None:
-    found = problems(source(), source(name="Acme again"))
-    assert found == {"sources": "duplicate source id(s): acme-health"}
+def test_duplicate_ids_are_named_at_the_repeat() -> None:
+    found = problems(source(), source(name="Other"), source(id="other"), source(id="other"))
+    assert found == {
+        "sources[1].id": "duplicate source id 'acme-health' (also sources[0])",
+        "sources[3].id": "duplicate source id 'other' (also sources[2])",
+    }
+
+
+def test_a_duplicate_id_is_found_beside_other_bad_fields() -> None:
+    found = problems(source(), source(audience="everyone"))
+    assert set(found) == {"sources[1].id", "sources[1].audience"}
+
+
+#: A client's route, whose pick-up no landing may overlap.
+ROUTE = {
+    "name": "Acme",
+    "client_id": "H1001",
+    "contacts": ["ops@acme.example"],
+    "pickup": "s3://conveyor-pickup/H1001/",
+    "destination": {"type": "s3", "bucket": "acme-out"},
+}
+
+
+@pytest.mark.parametrize(
+    "landing",
+    ["s3://conveyor-pickup/H1001/", "s3://conveyor-pickup/", "s3://conveyor-pickup/H1001/in/"],
+)
+def test_a_landing_overlapping_a_pickup_is_refused(landing: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_routes({"routes": [ROUTE], "sources": [source(landing=landing)]})
+    found = {p.path: p.message for p in caught.value.problems}
+    assert found == {
+        "sources[0].landing": f"{landing} overlaps routes[0].pickup s3://conveyor-pickup/H1001/: "
+        "landed copies would be picked up and delivered"
+    }
+
+
+def test_a_landing_beside_a_pickup_is_accepted() -> None:
+    routes = validate_routes(
+        {"routes": [ROUTE], "sources": [source(landing="s3://conveyor-pickup/H1002/")]}
+    )
+    assert str(routes.sources[0].landing) == "s3://conveyor-pickup/H1002/"
 
 
 def test_include_exclude_and_depth() -> None:

@@ -19,6 +19,7 @@ import typer
 from conveyor_cli.localstack.api_keys import read_local_keys
 from conveyor_cli.localstack.demo import SAMPLES, ProgressWatcher
 from conveyor_cli.localstack.processes import wait_until
+from conveyor_cli.localstack.providers import ReceivedWatcher, publish_samples
 from conveyor_cli.localstack.servers import LOCAL_FTP_PASSWORD, prepare_sshd
 from conveyor_cli.localstack.stack import (
     DemoClients,
@@ -60,10 +61,14 @@ Where to look:
   SFTP destination    sftp -i {ep.sftp_client_key_path} -P {ep.sftp_port} -o UserKnownHostsFile={stack.state / "known_hosts"} {ep.sftp_user}@127.0.0.1:{demo.sftp_directory}
                       (or: ls {ep.sftp_root}/{demo.sftp_directory})
   FTP destination     ftp://{ep.ftp_user}@{ep.ftp_host}:{ep.ftp_port}/{demo.ftp_directory} (password: $CONVEYOR_FTP_PASSWORD)
+  provider servers    ftp://{ep.ftp_host}:{ep.ftp_port}/{demo.providers.ftp_directory} (h3001-ftp), {ep.sftp_root}/{demo.providers.sftp_directory} (h3002-sftp)
+  provider landing    python -c "import boto3; print([o['Key'] for o in boto3.client('s3').list_objects_v2(Bucket='{demo.providers.landing_bucket}')['Contents']])"
+  received ledger     table {demo.stack}-received (every version of every provider file)
   e-mails (Maildir)   ls {ep.maildir}/new
   service logs        {stack.state / "logs"}/*.log (one JSON line per event)
   routes file         {routes}
-Drop more files into s3://{demo.pickup_bucket}/H1001/ (GCS), /H1002/ (SFTP), /H1003/ (S3), /H1004/ (FTP).""")  # noqa: E501
+Drop more files into s3://{demo.pickup_bucket}/H1001/ (GCS), /H1002/ (SFTP), /H1003/ (S3), /H1004/ (FTP),
+or onto the provider servers' folders: they are polled every few seconds.""")  # noqa: E501
 
 
 def _api_access(endpoints: Endpoints, keys_path: Path) -> None:
@@ -96,9 +101,13 @@ def up(
     state_dir: StateDir = STATE,
     once: Annotated[bool, typer.Option(help="Stop after the sample files have settled")] = False,
     scan_every: Annotated[int, typer.Option(help="Seconds between scheduled scans")] = 60,
+    sync_every: Annotated[
+        int, typer.Option(help="Seconds between polls of each provider source")
+    ] = 5,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for the samples")] = 180,
 ) -> None:
-    """Start everything, deliver sample files to SFTP, GCS, S3 and FTP, and show their progress."""
+    """Start everything, deliver sample files to SFTP, GCS, S3 and FTP, collect the
+    partners' files from FTP and SFTP, and show their progress."""
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     if state_dir.exists():
         shutil.rmtree(state_dir)
@@ -111,6 +120,7 @@ def up(
         routes = provision(endpoints, stack.demo, stack.state / "routes.yaml")
         typer.echo("Starting the services:")
         stack.start_services(routes)
+        stack.start_sync_schedule(sync_every)
         stack.write_env_file()
         os.environ.update(aws_env(endpoints))
         os.environ.pop("AWS_CA_BUNDLE", None)
@@ -118,17 +128,23 @@ def up(
         watcher = ProgressWatcher(session, stack.demo.stack, stack.demo.pickup_bucket)
         typer.echo("Dropping sample files into the pick-ups:")
         watcher.drop_samples()
+        typer.echo("Publishing sample files on the partners' servers:")
+        audiences = {s["id"]: s["audience"] for s in stack.demo.routes(endpoints)["sources"]}
+        received = ReceivedWatcher(session, stack.demo.stack, audiences, typer.echo)
+        publish_samples(stack.demo.providers, endpoints, received)
 
         def supervise() -> None:
             stack.supervise(typer.echo)
 
-        ok = watcher.wait_settled(timeout, supervise)
+        ok = watcher.wait_settled(timeout, supervise, received)
         delivered = sum(f.state == "delivered" for f in watcher.files.values())
         # One "job started" and one "job finished" e-mail per client's job.
         mails = _wait_for_mail(endpoints.maildir, 2 * len(SAMPLES))
         typer.echo(
             f"\n{delivered} of {len(watcher.files)} file(s) delivered; "
-            f"{mails} e-mail(s) in the local mailbox."
+            f"{mails} e-mail(s) in the local mailbox.\n"
+            f"{received.handed_off} of {len(received.files)} provider file(s) collected into "
+            f"{stack.demo.providers.landing} and handed off."
         )
         _where_to_look(stack, routes)
         _api_access(endpoints, stack.state / "api-keys.json")
@@ -144,6 +160,7 @@ def up(
         while True:
             supervise()
             watcher.poll()
+            received.poll()
             if time.monotonic() >= next_scan:
                 _send_scan_request(session, scanner_queue)
                 next_scan = time.monotonic() + scan_every

@@ -4,7 +4,7 @@ conveyor config validate FILE   check a routes file; every problem names its fie
 conveyor dev up                 run everything on the embedded local stack
 conveyor dev env                the running local stack's endpoints as shell exports
 conveyor dev deploy             deploy deploy/conveyor.yaml into the AWS endpoint in use
-conveyor status / files / file / resend / redrive / source   over the API (docs/api.md)
+conveyor status / files / file / resend / redrive / source / poll / plan: over the API
 """
 
 from __future__ import annotations

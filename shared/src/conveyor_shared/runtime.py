@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from conveyor_shared import metrics
+from conveyor_shared import health, metrics
 from conveyor_shared.aws import CLIENT_CONFIG, aws_session
 from conveyor_shared.messaging.consumer import QueueConsumer
 from conveyor_shared.settings import ConveyorSettings
@@ -69,8 +69,13 @@ def stop_event_on_signals() -> asyncio.Event:
 
 
 async def run_consumers(consumers: Sequence[QueueConsumer], stop: asyncio.Event) -> None:
-    """Run every consumer until ``stop``; if one dies, stop the others and re-raise."""
+    """Run every consumer until ``stop``; if one dies, stop the others and re-raise.
+    Meanwhile keep the health file fresh, if there is one (``conveyor_shared.health``):
+    a file that cannot be written stops the service as loudly as a dead consumer."""
     tasks = [asyncio.create_task(c.run(stop)) for c in consumers]
+    path = health.health_file()
+    if path is not None:
+        tasks.append(asyncio.create_task(health.beat(path, stop)))
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -99,6 +99,12 @@ class ConveyorSettings(BaseSettings):
     visibility_timeout: int = Field(default=60, ge=5, le=43200)
     #: Long-poll wait; tests and the local stack may shorten it.
     receive_wait_seconds: int = Field(default=20, ge=0, le=20)
+    #: After a receive that found only a few messages, wait this long before
+    #: the next, so receives take several at once (one request for many files).
+    receive_gather_seconds: float = Field(default=0.3, ge=0.0, le=5.0)
+    #: Message deletes and visibility changes, job counts and pick-up deletes
+    #: wait up to this long to go out many to a request.
+    ack_linger_seconds: float = Field(default=0.5, ge=0.0, le=5.0)
     #: How long a finished job stays in the jobs table (its TTL).
     job_retention_days: int = Field(default=90, ge=1, le=3650)
 

@@ -1,4 +1,5 @@
-"""``conveyor status``, ``files``, ``file``, ``resend``, ``redrive``, ``source``:
+"""``conveyor status``, ``files``, ``file``, ``resend``, ``redrive``, ``source``,
+``poll``, ``plan``:
 readable tables by default, ``--json`` for scripts, exit codes from
 ``conveyor_cli.client``."""
 
@@ -68,7 +69,7 @@ def _show_health(rows: list[dict[str, Any]]) -> None:
                 r["destinationType"],
                 r.get("lastDeliveryAt"),
                 _age(r.get("oldestUnprocessedSeconds")),
-                r["failedLast24h"],
+                r["failedLast24H"],
                 r.get("deadLetters"),
             ]
             for r in rows
@@ -106,6 +107,38 @@ def _show_files(page: dict[str, Any]) -> None:
     )
     if page.get("nextCursor"):
         typer.echo(f"more: --cursor {page['nextCursor']}")
+
+
+def _show_received(page: dict[str, Any]) -> None:
+    _table(
+        "Files received (newest first)",
+        ["stored", "source", "path", "size", "sha256", "s3"],
+        (
+            [f["storedAt"], f["source"], f["path"], f["size"], f["sha256"][:16], f["uri"]]
+            for f in page["items"]
+        ),
+    )
+    if page.get("nextCursor"):
+        typer.echo(f"more: --cursor {page['nextCursor']}")
+
+
+def _show_sources(rows: list[dict[str, Any]]) -> None:
+    _table(
+        "Sources",
+        ["source", "protocol", "for", "last good poll", "oldest waiting", "failing 24h", "dlq"],
+        (
+            [
+                r["sourceId"],
+                r["protocol"],
+                r["audience"],
+                r.get("lastGoodPollAt"),
+                _age(r.get("oldestUnprocessedSeconds")),
+                r["failedLast24H"],
+                r.get("deadLetters"),
+            ]
+            for r in rows
+        ),
+    )
 
 
 def _show_file(detail: dict[str, Any]) -> None:
@@ -161,6 +194,8 @@ def _split_file_id(file_id: str) -> tuple[str, str]:
 
 def _show_overview(result: dict[str, Any]) -> None:
     _show_health(result["clients"])
+    if result.get("sources"):
+        _show_sources(result["sources"])
     _show_queues(result["queues"])
 
 
@@ -182,10 +217,15 @@ def status(
     key: ApiKey = None,
     as_json: AsJson = False,
 ) -> None:
-    """Every route's health and every queue's depth, or one client's with its recent jobs."""
+    """Every route's and source's health and every queue's depth, or one
+    client's with its recent jobs."""
     api = ApiClient(url, key)
     if client_id is None:
-        overview = lambda: {"clients": api.get("/clients"), "queues": api.get("/queues")}  # noqa: E731
+        overview = lambda: {  # noqa: E731
+            "clients": api.get("/clients"),
+            "sources": api.get("/sources"),
+            "queues": api.get("/queues"),
+        }
         _run(overview, as_json, _show_overview)
         return
     one = lambda: {  # noqa: E731
@@ -205,12 +245,21 @@ def files(
     limit: Annotated[int, typer.Option(help="Files per page")] = 50,
     cursor: Annotated[str | None, typer.Option(help="From a previous page")] = None,
     as_csv: Annotated[bool, typer.Option("--csv", help="Every matching file as CSV")] = False,
+    received: Annotated[
+        bool, typer.Option("--received", help="Files received from provider sources")
+    ] = False,
+    source: Annotated[str | None, typer.Option(help="With --received: one source")] = None,
     url: ApiUrl = DEFAULT_URL,
     key: ApiKey = None,
     as_json: AsJson = False,
 ) -> None:
-    """Files in and out, newest first (give --client, --status or --checksum)."""
+    """Files sent, newest first (give --client, --status or --checksum), or
+    files received (--received, optionally --source and --name)."""
     api = ApiClient(url, key)
+    if received or source:
+        query = {"source": source, "name": name, "limit": limit, "cursor": cursor}
+        _run(lambda: api.get("/received", query), as_json, _show_received)
+        return
     params = {
         "client": client,
         "status": status,
@@ -295,38 +344,99 @@ def redrive(
 
 
 source_app = typer.Typer(help="Provider sources.", no_args_is_help=True)
+SourceId = Annotated[str, typer.Argument(help="The source's id in the routes file")]
 
 
-def _source(action: str) -> Callable[..., None]:
-    def command(
-        source_id: Annotated[str, typer.Argument(help="The source's name")],
-        url: ApiUrl = DEFAULT_URL,
-        key: ApiKey = None,
-        as_json: AsJson = False,
-    ) -> None:
-        api = ApiClient(url, key)
-        result = _run(
-            lambda: api.post(f"/sources/{source_id}/{action}"),
-            as_json,
-            lambda r: typer.echo(
-                f"{r['status']}: {r['message']}" + (f"\nhint: {r['hint']}" if r.get("hint") else "")
-            ),
+def _show_check(r: dict[str, Any]) -> None:
+    if r["ok"]:
+        typer.echo(f"ok: {r['files']} file(s)" + (f" ({r['note']})" if r.get("note") else ""))
+        for path in r.get("sample", []):
+            typer.echo(f"  {path}")
+        return
+    typer.echo(f"failed at {r['failedAt']}: {r.get('reason')}")
+
+
+def _show_test(r: dict[str, Any]) -> None:
+    typer.echo(f"{r['status']}: {r['message']}" + (f"\nhint: {r['hint']}" if r.get("hint") else ""))
+
+
+@source_app.command("check")
+def source_check(
+    source_id: SourceId,
+    reason: Reason = None,
+    url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """Connect, sign in and list a source's server: what it found, or exactly
+    where it failed (dns, refused, timeout, tls, host_key, login, ...)."""
+    api = ApiClient(url, key)
+    result = _run(
+        lambda: api.post(f"/sources/{source_id}/check", {"reason": reason}), as_json, _show_check
+    )
+    if not result.get("ok"):
+        raise typer.Exit(EXIT_CONFLICT)
+
+
+@source_app.command("test")
+def source_test(
+    source_id: SourceId, url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: AsJson = False
+) -> None:
+    """Test a source's connection (status, message, hint)."""
+    api = ApiClient(url, key)
+    result = _run(lambda: api.post(f"/sources/{source_id}/test"), as_json, _show_test)
+    if not result.get("ok"):
+        raise typer.Exit(EXIT_CONFLICT)
+
+
+def poll(
+    source_id: SourceId,
+    when: Annotated[str, typer.Argument(help="now (the only choice)")] = "now",
+    reason: Reason = None,
+    url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """Poll a source now, whether or not its schedule says it is due."""
+    if when != "now":
+        typer.echo("error: `conveyor poll SOURCE now` is the only form", err=True)
+        raise typer.Exit(2)
+    api = ApiClient(url, key)
+    _run(
+        lambda: api.post(f"/sources/{source_id}/poll", {"reason": reason}),
+        as_json,
+        lambda r: typer.echo(f"{r['outcome']} (action {r['actionId']})"),
+    )
+
+
+def _show_plans(plans: list[dict[str, Any]]) -> None:
+    for p in plans:
+        if p.get("error"):
+            typer.echo(f"{p['sourceId']}: cannot list: {p['error']}")
+            continue
+        _table(
+            f"{p['sourceId']}: {p['listed']} listed",
+            ["path", "next poll", "why", "size"],
+            ([f["path"], f["action"], f["reason"], f["size"]] for f in p["files"]),
         )
-        if not result.get("ok"):
-            raise typer.Exit(EXIT_CONFLICT)
-
-    command.__doc__ = {
-        "check": "Poll one source now.",
-        "test": "Test one source's connection (status, message, hint).",
-    }[action]
-    return command
+        for path in p["gone"]:
+            typer.echo(f"  gone from the server: {path}")
 
 
-source_app.command("check")(_source("check"))
-source_app.command("test")(_source("test"))
+def plan(
+    source_id: Annotated[str | None, typer.Argument(help="One source (default: all)")] = None,
+    url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """What the next poll would copy, skip and why; changes nothing."""
+    api = ApiClient(url, key)
+    result = _run(lambda: api.get("/plan", {"source": source_id}), as_json, _show_plans)
+    if any(p.get("error") for p in result):
+        raise typer.Exit(EXIT_CONFLICT)
 
 
 def register(app: typer.Typer) -> None:
-    for command in (status, files, file, resend, redrive):
+    for command in (status, files, file, resend, redrive, poll, plan):
         app.command()(command)
     app.add_typer(source_app, name="source")

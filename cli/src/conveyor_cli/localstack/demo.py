@@ -1,6 +1,6 @@
 """The demo: drop sample files into every pick-up and show each file's
 progress as it moves (arrived -> queued -> delivered, or why not), read from
-the ledger itself."""
+the ledger itself (provider files: ``providers.ReceivedWatcher``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conveyor_cli.localstack.providers import ReceivedWatcher
 
 SAMPLES: dict[str, list[tuple[str, int]]] = {
     "H1001": [("members_2026-11.csv", 3_000_000), ("claims_2026-11.csv", 24_000_000)],
@@ -97,13 +100,22 @@ class ProgressWatcher:
                 key = (entry["clientId"]["S"], entry["fileName"]["S"])
                 self._show(key, *describe(entry))
 
-    def wait_settled(self, timeout: float, between_polls: Callable[[], None]) -> bool:
-        """Poll until every file shown has settled; False on timeout. ``between_polls``
+    def wait_settled(
+        self,
+        timeout: float,
+        between_polls: Callable[[], None],
+        received: ReceivedWatcher | None = None,
+    ) -> bool:
+        """Poll until every file shown has settled (and every provider file
+        ``received`` shows was handed off); False on timeout. ``between_polls``
         runs after each poll (the stack's supervision) and may raise to stop."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.poll()
-            if self.files and all(f.settled for f in self.files.values()):
+            if received is not None:
+                received.poll()
+            delivered = bool(self.files) and all(f.settled for f in self.files.values())
+            if delivered and (received is None or received.settled):
                 return True
             between_polls()
             time.sleep(0.5)

@@ -1,6 +1,7 @@
 """The embedded local stack: start every stand-in, deploy the template into
-moto, provision the demo clients, run every Conveyor service as a process,
-restarting a service that crashes.
+moto, provision the demo clients and provider sources, run every Conveyor
+service as a process, restarting a service that crashes, and poll the
+provider sources on a schedule.
 
 ``provision`` only needs endpoints, so docker-compose's init container runs
 the same code against containers (``conveyor dev provision``).
@@ -28,6 +29,7 @@ from conveyor_cli.localstack.api_keys import (
 )
 from conveyor_cli.localstack.deploy import deploy_stack
 from conveyor_cli.localstack.processes import ManagedProcess, Supervisor, free_port
+from conveyor_cli.localstack.providers import ProviderDemo, SyncSchedule
 from conveyor_shared.errors import PermanentError
 
 SERVICES = (
@@ -38,6 +40,7 @@ SERVICES = (
     "conveyor_transfer_ftp",
     "conveyor_notifier",
     "conveyor_api",
+    "conveyor_provider_sync",
 )
 MAIL_FROM = "conveyor@localhost.localdomain"
 
@@ -90,6 +93,8 @@ class DemoClients:
             "H1004": ["files@dogwood-health.example"],
         }
     )
+    #: The partners' servers provider sync collects from.
+    providers: ProviderDemo = field(default_factory=ProviderDemo)
 
     def routes(self, endpoints: Endpoints) -> dict[str, Any]:
         pickup = f"s3://{self.pickup_bucket}"
@@ -150,6 +155,7 @@ class DemoClients:
                     },
                 },
             ],
+            "sources": self.providers.sources(endpoints),
         }
 
 
@@ -182,6 +188,7 @@ def provision(
         session.client("secretsmanager").create_secret(
             Name=demo.ftp_secret, SecretString=json.dumps({"password": endpoints.ftp_password})
         )
+        demo.providers.provision(session, endpoints)
         session.client("ses").verify_email_identity(EmailAddress=MAIL_FROM)
         create_local_keys(
             session.client("secretsmanager"), demo.stack, routes_path.parent / "api-keys.json"
@@ -203,6 +210,7 @@ def provision(
         + yaml.safe_dump(demo.routes(endpoints), sort_keys=False)
     )
     say(f"  routes: {routes_path} (H1001 -> GCS, H1002 -> SFTP, H1003 -> S3, H1004 -> FTP)")
+    say("  sources: h3001-ftp (FTP -> care team), h3002-sftp (SFTP -> process)")
     return routes_path
 
 
@@ -245,6 +253,7 @@ class LocalStack:
         self.routes_path: Path | None = None
         self.endpoints: Endpoints | None = None
         self.smtp: servers.SmtpServer | None = None
+        self.sync_schedule: SyncSchedule | None = None
 
     def start_servers(self, say: Callable[[str], None] = print) -> Endpoints:
         self.state.mkdir(parents=True, exist_ok=True)
@@ -310,8 +319,26 @@ class LocalStack:
                     f"stack cannot run without it, so everything stops. See {server.log_path}"
                 )
         restarted = [s for s in self.services if s.check(say)]
+        if self.sync_schedule is not None:
+            self.sync_schedule.tick()
         if restarted:
             self.write_env_file()  # `conveyor dev env` and the drill find the new pid
+
+    def start_sync_schedule(self, every: float) -> SyncSchedule:
+        """Poll every provider source each ``every`` seconds from ``supervise``
+        (moto fires no schedules); the first polls go out on its next call."""
+        assert self.endpoints is not None
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=self.endpoints.aws_url,
+            region_name=servers.LOCAL_AWS_ENV["AWS_REGION"],
+            aws_access_key_id=servers.LOCAL_AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=servers.LOCAL_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+        queue = sqs.get_queue_url(QueueName=f"{self.demo.stack}-sync-poll")["QueueUrl"]
+        sources = [s["id"] for s in self.demo.providers.sources(self.endpoints)]
+        self.sync_schedule = SyncSchedule(sqs, queue, sources, every)
+        return self.sync_schedule
 
     def write_env_file(self) -> Path:
         """What ``conveyor dev env`` reads; replaced whole, so never read half-written."""
@@ -351,6 +378,7 @@ def shell_exports(endpoints: Endpoints, demo: DemoClients, routes_path: Path) ->
         "CONVEYOR_STACK": demo.stack,
         "CONVEYOR_ROUTES_URI": str(routes_path),
         "CONVEYOR_PICKUP_BUCKET": demo.pickup_bucket,
+        "CONVEYOR_LANDING_BUCKET": demo.providers.landing_bucket,
         "CONVEYOR_SFTP_HOST": endpoints.sftp_host,
         "CONVEYOR_SFTP_PORT": str(endpoints.sftp_port),
         "CONVEYOR_SFTP_USER": endpoints.sftp_user,

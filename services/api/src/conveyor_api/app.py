@@ -16,15 +16,17 @@ from conveyor_api.auth import KeyRing
 from conveyor_api.context import ApiContext
 from conveyor_api.metrics import DeliveryMetrics
 from conveyor_api.problems import Problem, install_problem_handlers
-from conveyor_api.routes import clients, files, jobs, queues, sources, system
+from conveyor_api.routes import clients, files, jobs, queues, received, sources, system
 from conveyor_api.settings import ApiSettings
 from conveyor_api.web import router as web_router
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
+from conveyor_shared.ledger.received import ReceivedLedger
 from conveyor_shared.messaging.publisher import EventPublisher
 from conveyor_shared.runtime import open_clients
 from conveyor_shared.secrets import SecretStore
+from conveyor_shared.sync.remote import ByProtocol, installed_openers
 
 log = structlog.get_logger("conveyor.api")
 
@@ -32,15 +34,18 @@ log = structlog.get_logger("conveyor.api")
 async def open_context(stack: AsyncExitStack, settings: ApiSettings) -> ApiContext:
     aws = await open_clients(stack, settings)
     names = settings.names
+    secrets = SecretStore(aws.secrets)
     return ApiContext(
         settings=settings,
         aws=aws,
         files=FileLedger(aws.dynamodb, names.files_table),
         jobs=JobLedger(aws.dynamodb, names.jobs_table),
         routes=RoutesSource(settings.routes_uri, aws.s3),
-        secrets=SecretStore(aws.secrets),
+        secrets=secrets,
         keys=KeyRing(aws.secrets, settings.api_keys_secret, settings.api_keys_cache_seconds),
         publisher=EventPublisher(aws.sns, await aws.topic_arn(names.events_topic, settings.region)),
+        received=ReceivedLedger(aws.dynamodb, names.received_table),
+        sources=ByProtocol(await installed_openers(stack, secrets)),
     )
 
 
@@ -60,14 +65,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     app = FastAPI(
         title="Conveyor",
-        summary="Status and resend API of Conveyor's file delivery",
+        summary="Status and resend API of Conveyor's file delivery and provider sync",
         version="1",
         lifespan=lifespan,
     )
     app.state.metrics = DeliveryMetrics()
     app.state.settings = settings
     install_problem_handlers(app)
-    for module in (system, clients, files, jobs, queues, sources):
+    for module in (system, clients, files, jobs, queues, sources, received):
         app.include_router(module.router)
     app.include_router(web_router)
     _add_problem_schema(app)
@@ -94,6 +99,7 @@ def _add_problem_schema(app: FastAPI) -> None:
 
 async def run(settings: ApiSettings, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (by default: until SIGTERM or SIGINT)."""
+    structlog.contextvars.bind_contextvars(service="api")
     config = uvicorn.Config(
         create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None
     )

@@ -12,10 +12,12 @@ from conveyor_api.settings import ApiSettings
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
+from conveyor_shared.ledger.received import ReceivedLedger
 from conveyor_shared.messaging.publisher import EventPublisher
 from conveyor_shared.runtime import AwsClients
 from conveyor_shared.secrets import SecretStore
 from conveyor_shared.settings import ResourceNames
+from conveyor_shared.sync.remote import SourceOpener
 
 
 @dataclass
@@ -28,6 +30,10 @@ class ApiContext:
     secrets: SecretStore
     keys: KeyRing
     publisher: EventPublisher
+    #: Provider sync's record of every file received (S3).
+    received: ReceivedLedger
+    #: Reaches provider sources' servers, for checks, tests and plans.
+    sources: SourceOpener
 
     @property
     def names(self) -> ResourceNames:

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from conveyor_shared.ledger.models import Attempt, FileEntry, FileStatus, Job
+from conveyor_shared.ledger.received import ReceivedVersion
 
 
 class _Body(BaseModel):
@@ -193,3 +194,93 @@ class ConnectionCheck(_Body):
 class Health(_Body):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ReceivedFile(_Body):
+    """One version of one partner's file, as provider sync stored it (S3)."""
+
+    source: str
+    source_name: str | None = None
+    #: The remote path below the source's directory.
+    path: str
+    file_name: str
+    sha256: str
+    size: int
+    #: The server's time of the file (UTC).
+    modified: str
+    first_seen: str
+    stored_at: str
+    #: Where the version is kept: an immutable S3 key.
+    uri: str
+    times_seen: int
+    last_seen_at: str | None = None
+    handed_off_at: str | None = None
+
+    @classmethod
+    def of(cls, version: ReceivedVersion, source_name: str | None) -> ReceivedFile:
+        return cls.model_validate(
+            {
+                **version.model_dump(),
+                "source_name": source_name,
+                "file_name": version.path.rsplit("/", 1)[-1],
+            }
+        )
+
+
+class ReceivedPage(_Body):
+    items: list[ReceivedFile]
+    #: Pass as ``cursor`` for the next page; absent on the last page.
+    next_cursor: str | None = None
+
+
+class SourceHealth(_Body):
+    source_id: str
+    name: str
+    protocol: str
+    audience: str
+    #: When a poll last listed the server and recorded what it saw.
+    last_good_poll_at: str | None = None
+    #: Age in seconds of the oldest file seen on the server and not copied yet.
+    oldest_unprocessed_seconds: float | None = None
+    #: Files whose copy was asked for in the last 24 h and is overdue (failing).
+    failed_last_24h: int
+    #: Fetches in the dead-letter queue (one queue for every source).
+    dead_letters: int | None = None
+
+
+class SourceRequest(_Body):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class SourceCheck(_Body):
+    """What ``source check`` found: the files listed, or exactly where it failed."""
+
+    source_id: str
+    ok: bool
+    #: dns, refused, timeout, tls, host_key, login, permission, directory, listing.
+    failed_at: str | None = None
+    reason: str | None = None
+    files: int = 0
+    sample: list[str] = Field(default_factory=list)
+    note: str | None = None
+    action_id: str | None = None
+
+
+class PlannedFile(_Body):
+    path: str
+    #: copy or skip.
+    action: str
+    verdict: str
+    reason: str
+    size: int
+    modified: str
+
+
+class SourcePlan(_Body):
+    source_id: str
+    listed: int
+    files: list[PlannedFile]
+    #: Known files no longer on the server: the next poll marks them ``source_deleted``.
+    gone: list[str]
+    #: Why the server could not be listed (then nothing else is known).
+    error: str | None = None

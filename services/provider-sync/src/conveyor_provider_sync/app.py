@@ -11,8 +11,8 @@ import structlog
 from conveyor_provider_sync.fetch import SourceFetch, Stores
 from conveyor_provider_sync.handlers import SyncHandler
 from conveyor_provider_sync.handoff import HandOff
+from conveyor_provider_sync.overdue import OverdueSources
 from conveyor_provider_sync.poll import SourcePoll
-from conveyor_provider_sync.remote import ByProtocol, SourceOpener, installed_openers
 from conveyor_provider_sync.settings import ProviderSyncSettings
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.ledger.locks import Leases
@@ -21,6 +21,7 @@ from conveyor_shared.messaging.consumer import QueueConsumer
 from conveyor_shared.messaging.publisher import CommandSender, EventPublisher
 from conveyor_shared.runtime import open_clients, run_consumers, stop_event_on_signals
 from conveyor_shared.secrets import SecretStore
+from conveyor_shared.sync.remote import ByProtocol, SourceOpener, installed_openers
 
 log = structlog.get_logger("conveyor.provider_sync")
 
@@ -73,6 +74,7 @@ async def run(
                 lease_seconds=settings.fetch_lease_seconds,
             ),
             busy_retry_seconds=settings.busy_retry_seconds,
+            overdue=OverdueSources(aws.dynamodb, names.locks_table),
         )
         consumers = [
             QueueConsumer(

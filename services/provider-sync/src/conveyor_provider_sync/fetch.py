@@ -23,18 +23,24 @@ from enum import StrEnum
 
 import structlog
 
-from conveyor_provider_sync.detect import look_of, same_listing
 from conveyor_provider_sync.handoff import HandOff
 from conveyor_provider_sync.landing import Staged, final_key, promote, stage
 from conveyor_provider_sync.leases import connection_slot, holding
-from conveyor_provider_sync.messages import FetchRequested
-from conveyor_provider_sync.remote import Remover, SourceOpener
 from conveyor_shared.backends.s3 import S3Store
 from conveyor_shared.config.sources import ProviderSource
 from conveyor_shared.errors import NotFound
 from conveyor_shared.ledger.dynamo import now_iso
 from conveyor_shared.ledger.locks import Leases
-from conveyor_shared.ledger.received import Look, PathStatus, ReceivedLedger, ReceivedVersion
+from conveyor_shared.ledger.received import (
+    Look,
+    PathState,
+    PathStatus,
+    ReceivedLedger,
+    ReceivedVersion,
+)
+from conveyor_shared.sync.detect import look_of, same_listing
+from conveyor_shared.sync.messages import FetchRequested
+from conveyor_shared.sync.remote import Remover, SourceOpener
 from conveyor_shared.transfer.protocols import Source
 
 log = structlog.get_logger("conveyor.provider_sync")
@@ -101,6 +107,8 @@ class SourceFetch:
                 and state.stored_first_seen is not None
                 and state.stored_first_seen >= request.looked_at
             ):
+                if state is not None and source.after_copy == "delete":
+                    await self._remove_stored(source, state)
                 log_.info("fetch.skipped", outcome=Outcome.ALREADY)
                 return Outcome.ALREADY
             async with (
@@ -179,6 +187,23 @@ class SourceFetch:
             await store.delete(key)
             return recorded, Outcome.SEEN
         return recorded, Outcome.STORED
+
+    async def _remove_stored(self, source: ProviderSource, state: PathState) -> None:
+        """A retried fetch whose copy is recorded, but whose removal may have
+        failed: remove the file if its copy was handed off and it is still
+        what was stored (a newer version on the server is never removed unseen)."""
+        if state.stored is None or state.stored_sha256 is None:
+            return
+        version = await self._ledger.version(source.id, state.path, state.stored_sha256)
+        if version is None or version.handed_off_at is None:
+            return
+        async with (
+            connection_slot(self._leases, source, self._lease_seconds),
+            self._opener.open(source) as remote,
+        ):
+            now = await self._look(remote, state.path)
+            if now is not None and same_listing(now, state.stored, source.zone):
+                await self._remove(source, remote, state.path)
 
     async def _remove(self, source: ProviderSource, remote: Source, path: str) -> None:
         if not isinstance(remote, Remover):

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import structlog
 
 from conveyor_provider_sync.fetch import SourceFetch
 from conveyor_provider_sync.leases import Busy
-from conveyor_provider_sync.messages import FetchRequested, PollRequested, parse_command
+from conveyor_provider_sync.overdue import OverdueSources
 from conveyor_provider_sync.poll import SourcePoll
+from conveyor_shared import metrics
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.config.sources import ProviderSource
 from conveyor_shared.messaging.consumer import ReceivedMessage
 from conveyor_shared.messaging.publisher import CommandSender
+from conveyor_shared.sync.messages import FetchRequested, PollRequested, parse_command
 
 log = structlog.get_logger("conveyor.provider_sync")
 
@@ -26,6 +30,7 @@ class SyncHandler:
         poll: SourcePoll,
         fetch: SourceFetch,
         busy_retry_seconds: int,
+        overdue: OverdueSources,
     ) -> None:
         self._routes = routes
         self._polls = polls
@@ -33,6 +38,7 @@ class SyncHandler:
         self._poll = poll
         self._fetch = fetch
         self._busy_retry = busy_retry_seconds
+        self._overdue = overdue
 
     async def _source(self, source_id: str) -> ProviderSource | None:
         found = next((s for s in (await self._routes.get()).sources if s.id == source_id), None)
@@ -56,6 +62,7 @@ class SyncHandler:
             await self._polls.send_many(
                 [PollRequested(source_id=s.id, reason=command.reason) for s in sources]
             )
+            metrics.sources_overdue(await self._overdue.count(sources, datetime.now(UTC)))
             return
         source = await self._source(command.source_id)
         if source is not None:

@@ -5,20 +5,21 @@ and mark files gone from the server ``source_deleted``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from conveyor_provider_sync.detect import Decision, Verdict, decide
 from conveyor_provider_sync.leases import connection_slot, holding
-from conveyor_provider_sync.messages import FetchRequested
-from conveyor_provider_sync.remote import SourceOpener
+from conveyor_provider_sync.overdue import poll_lease
 from conveyor_shared.config.sources import ProviderSource
 from conveyor_shared.ledger.dynamo import now_iso, older_than
 from conveyor_shared.ledger.locks import Leases
-from conveyor_shared.ledger.received import PathState, PathStatus, ReceivedLedger
+from conveyor_shared.ledger.received import ReceivedLedger
 from conveyor_shared.messaging.publisher import CommandSender
+from conveyor_shared.sync.check import known_states, list_source, plan_poll
+from conveyor_shared.sync.detect import Decision, Verdict
+from conveyor_shared.sync.messages import FetchRequested
+from conveyor_shared.sync.remote import SourceOpener
 from conveyor_shared.transfer.protocols import ObjectInfo
 
 log = structlog.get_logger("conveyor.provider_sync")
@@ -32,31 +33,6 @@ class PollReport:
     fetches: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
-
-
-async def list_source(opener: SourceOpener, source: ProviderSource) -> list[ObjectInfo]:
-    async with opener.open(source) as remote:
-        return [info async for info in remote.list()]
-
-
-async def known_states(ledger: ReceivedLedger, source_id: str) -> dict[str, PathState]:
-    return {state.path: state async for state in ledger.states(source_id)}
-
-
-def plan_poll(
-    source: ProviderSource, listing: list[ObjectInfo], states: dict[str, PathState]
-) -> tuple[list[Decision], list[PathState]]:
-    """What a poll would do: a decision per listed file, and the known files
-    that are gone. Pure: ``conveyor plan`` shows exactly this."""
-    now = datetime.now(UTC)
-    names = frozenset(info.path for info in listing)
-    decisions = [decide(source, info, states.get(info.path), names, now) for info in listing]
-    gone = [
-        state
-        for path, state in states.items()
-        if path not in names and state.status is PathStatus.PRESENT and source.wants(path)
-    ]
-    return decisions, gone
 
 
 class SourcePoll:
@@ -79,9 +55,7 @@ class SourcePoll:
         """Poll ``source`` unless it was polled within its schedule (or another
         replica is polling it now: ``Busy``)."""
         done: dict[str, Any] = {}
-        async with holding(
-            self._leases, f"sync-poll#{source.id}", self._lease_seconds, done
-        ) as lease:
+        async with holding(self._leases, poll_lease(source.id), self._lease_seconds, done) as lease:
             due = older_than(lease.get("polledAt"), source.schedule_minutes * 60 - 30)
             if not (force or due):
                 log.debug("poll.not_due", source=source.id, polled_at=lease.get("polledAt"))

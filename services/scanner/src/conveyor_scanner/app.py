@@ -120,6 +120,8 @@ async def run(settings: ScannerSettings, stop: asyncio.Event | None = None) -> N
             receivers=settings.receivers,
             visibility_timeout=settings.visibility_timeout,
             wait_seconds=settings.receive_wait_seconds,
+            linger_seconds=settings.ack_linger_seconds,
+            gather_seconds=settings.receive_gather_seconds,
         )
         log.info("service.started", queue=names.scanner_queue, routes=routes.uri)
         await run_consumers([consumer], stop or stop_event_on_signals())

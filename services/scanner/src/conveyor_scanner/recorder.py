@@ -267,6 +267,10 @@ class JobRecorder:
         """What an upload whose content is already in the ledger means: (False,
         None) when the entry changed under us and must be read again."""
         if existing.source_key == obj.key and existing.source_version == obj.version:
+            if existing.status is FileStatus.SUCCESS and route.after_delivery == "delete":
+                # Delivered, but its cleanup was lost: finish it.
+                await S3Store(self._s3, route.pickup.bucket).delete(obj.key, version=obj.version)
+                bound.info("pickup.cleaned", key=obj.key, version=obj.version, late=True)
             return True, None  # seen before (a repeated event); scans repair a lost send
         if existing.status is FileStatus.FAIL or (existing.settled and route.bypass_file_checks):
             if not obj.current:

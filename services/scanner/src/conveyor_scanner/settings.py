@@ -21,7 +21,7 @@ class ScannerSettings(ConveyorSettings):
     batch_max_files: int = Field(default=1000, ge=1, le=100_000)
     #: Arrivals of one client taken in within this long share one reservation
     #: in its batch (one DynamoDB write for many files under load).
-    arrival_coalesce_seconds: float = Field(default=0.05, ge=0.0, le=5.0)
+    arrival_coalesce_seconds: float = Field(default=0.1, ge=0.0, le=5.0)
     #: Look files up under the identity entries had before SHA-256 (an MD5
     #: ETag): one read per file, for a ledger that holds such entries.
     legacy_identities: bool = False

@@ -31,7 +31,8 @@ def _route_id(value: str) -> str:
     if not _ROUTE_ID.match(value):
         raise ValueError(
             f"{value!r} is neither a client's H number (a capital letter and 4 digits, "
-            "e.g. H1234) nor a provider id (a lower-case letter, then letters, digits and '-', e.g. bcbs-tx)"
+            "e.g. H1234) nor a provider id (a lower-case letter, then letters, digits "
+            "and '-', e.g. bcbs-tx)"
         )
     return value
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections import Counter
 from datetime import UTC, timedelta, timezone
 from typing import Annotated, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -217,12 +215,7 @@ def offset_text(zone: timezone) -> str:
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
-def _unique_ids(sources: list[ProviderSource]) -> list[ProviderSource]:
-    repeated = [i for i, n in Counter(s.id for s in sources).items() if n > 1]
-    if repeated:
-        raise ValueError(f"duplicate source id(s): {', '.join(sorted(repeated))}")
-    return sources
-
-
-#: The ``sources:`` list of the routes file: ids are unique.
-Sources = Annotated[list[ProviderSource], AfterValidator(_unique_ids)]
+#: The ``sources:`` list of the routes file. Unique ids, and landings apart
+#: from every pick-up, are checked across entries by ``validate_routes``, so
+#: that each repeat is named at its own ``sources[i]``.
+Sources = list[ProviderSource]

@@ -1,8 +1,9 @@
 """Validation of a routes file that names every bad field and says why.
 
 Pydantic checks each field; this module adds what a single field cannot know
-(duplicate clients, overlapping pick-ups, inline credentials) and turns every
-problem into a ``Problem(path, message)`` a person can act on.
+(duplicate clients and source ids, overlapping pick-ups and landings, inline
+credentials) and turns every problem into a ``Problem(path, message)`` a
+person can act on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from conveyor_shared.config.models import DESTINATION_TYPES, ClientId, RoutesFile, S3Location
+from conveyor_shared.config.sources import SourceId
 
 T = TypeVar("T")
 
@@ -203,6 +205,50 @@ def _cross_route_problems(routes: list[_RouteKeys]) -> Iterator[Problem]:
             yield from _pair_problems(route, other)
 
 
+@dataclass(frozen=True)
+class _SourceKeys:
+    """The fields of one provider source checked against other entries; a
+    field that is itself invalid is None (its own problem is reported already)."""
+
+    index: int
+    id: str | None
+    landing: S3Location | None
+
+
+_SOURCE_ID: TypeAdapter[str] = TypeAdapter(SourceId)
+
+
+def _source_keys(raw: Mapping[str, Any]) -> list[_SourceKeys]:
+    sources = raw.get("sources")
+    return [
+        _SourceKeys(
+            index, _valid(_SOURCE_ID, item.get("id")), _valid(_LOCATION, item.get("landing"))
+        )
+        for index, item in enumerate(sources if isinstance(sources, list) else [])
+        if isinstance(item, Mapping)
+    ]
+
+
+def _cross_source_problems(
+    sources: list[_SourceKeys], routes: list[_RouteKeys]
+) -> Iterator[Problem]:
+    for position, source in enumerate(sources):
+        for other in sources[:position]:
+            if source.id is not None and source.id == other.id:
+                yield Problem(
+                    f"sources[{source.index}].id",
+                    f"duplicate source id {source.id!r} (also sources[{other.index}])",
+                )
+        for route in routes:
+            if source.landing and route.pickup and source.landing.overlaps(route.pickup):
+                # The scanner would take every landed copy for a client's file to deliver.
+                yield Problem(
+                    f"sources[{source.index}].landing",
+                    f"{source.landing} overlaps routes[{route.index}].pickup {route.pickup}: "
+                    "landed copies would be picked up and delivered",
+                )
+
+
 def _order(problem: Problem) -> tuple[tuple[int, str], ...]:
     """Problems sorted as the fields appear in the file (routes[2] before routes[10])."""
     parts = re.split(r"[.\[\]]+", problem.path)
@@ -218,7 +264,13 @@ def validate_routes(raw: Any, source: str = "routes file") -> RoutesFile:
         raise ConfigError(source, [Problem("(file)", "expected a mapping with a 'routes' list")])
     inline = list(_inline_secrets(raw))
     model, problems = _field_problems(raw, inline)
-    problems = inline + problems + list(_cross_route_problems(_route_keys(raw)))
+    routes = _route_keys(raw)
+    problems = [
+        *inline,
+        *problems,
+        *_cross_route_problems(routes),
+        *_cross_source_problems(_source_keys(raw), routes),
+    ]
     if problems:
         raise ConfigError(source, sorted(problems, key=_order))
     assert model is not None

@@ -7,10 +7,10 @@ held duplicate goes back to the scanner as a ``pickup.recheck``: removed if
 the original was delivered, sent if it failed. Nothing waits for the next
 scheduled scan, which remains the safety net if this message is lost.
 
-Pass ``release`` the entry as read after the settle: a duplicate is only
-held while the original is active (a conditional write), so that read sees
-every one held before the settle, and one that comes later is decided by the
-scanner at once.
+Pass ``release`` the entry as the settle returned it: a duplicate is only
+held while the original is active (a conditional write), so the settled
+entry lists every one held before the settle, and one that comes later is
+decided by the scanner at once.
 """
 
 from __future__ import annotations

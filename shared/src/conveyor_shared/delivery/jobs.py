@@ -10,6 +10,9 @@ that window sends no second e-mail.
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+
 import structlog
 
 from conveyor_shared.ledger.dynamo import older_than
@@ -19,7 +22,17 @@ from conveyor_shared.ledger.models import FileEntry, FileStatus, Job, JobStatus
 from conveyor_shared.messaging.models import JobFinished
 from conveyor_shared.messaging.publisher import EventPublisher
 
+SUCCESS = FileStatus.SUCCESS
+
 log = structlog.get_logger("conveyor.jobs")
+
+
+@dataclass
+class _Counts:
+    """Files of one job settled within one linger, counted with one write."""
+
+    succeeded: int = 0
+    failed: int = 0
 
 
 class JobCompletion:
@@ -29,20 +42,70 @@ class JobCompletion:
         jobs: JobLedger,
         publisher: EventPublisher,
         grace_seconds: float = 30.0,
+        count_linger_seconds: float = 0.0,
     ) -> None:
         self._files = files
         self._jobs = jobs
         self._publisher = publisher
         self._grace = grace_seconds
+        self._linger = count_linger_seconds
+        self._pending: dict[str, _Counts] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def count(self, entry: FileEntry) -> None:
         """Count ``entry``, just settled by the caller, in its job, and finish the
         job if that made it complete. Only the caller whose settle succeeded
-        counts, so no file is counted twice; the health check finishes a job
-        whose count a crash cut short (``settle_job``, ``recount``)."""
-        job = await self._jobs.count(entry.job_id, entry.status)
-        if job is not None:
-            await self.finish_if_complete(job)
+        counts, so no file is counted twice.
+
+        With ``count_linger_seconds``, the files of one job settled within it
+        are counted with one write, sent after the callers returned (``close``
+        sends what a stop leaves pending). A count lost with a crash leaves the
+        job short: the health check finishes it from its files (``recount``)."""
+        if self._linger <= 0:
+            ok = entry.status is SUCCESS
+            job = await self._jobs.count(entry.job_id, succeeded=int(ok), failed=int(not ok))
+            if job is not None:
+                await self.finish_if_complete(job)
+            return
+        counts = self._pending.get(entry.job_id)
+        if counts is None:
+            counts = self._pending[entry.job_id] = _Counts()
+            self._timers[entry.job_id] = asyncio.get_running_loop().call_later(
+                self._linger, self._flush, entry.job_id
+            )
+        if entry.status is SUCCESS:
+            counts.succeeded += 1
+        else:
+            counts.failed += 1
+
+    def _flush(self, job_id: str) -> None:
+        self._timers.pop(job_id, None)
+        counts = self._pending.pop(job_id)
+        task = asyncio.ensure_future(self._send(job_id, counts))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _send(self, job_id: str, counts: _Counts) -> None:
+        try:
+            job = await self._jobs.count(job_id, succeeded=counts.succeeded, failed=counts.failed)
+            if job is not None:
+                await self.finish_if_complete(job)
+        except Exception as exc:
+            log.error(
+                "job.count_failed",
+                job_id=job_id,
+                error=str(exc),
+                reason="the health check finishes the job from its files",
+            )
+
+    async def close(self) -> None:
+        """Send the counts pending now and wait for every count sent."""
+        for job_id in list(self._pending):
+            if timer := self._timers.get(job_id):
+                timer.cancel()
+            self._flush(job_id)
+        await asyncio.gather(*self._flushes, return_exceptions=True)
 
     async def settle_job(self, job_id: str) -> None:
         """Finish the job if all its files are counted, and see ``job.finished`` out."""

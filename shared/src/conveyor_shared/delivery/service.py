@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field
 from pydantic_settings import NoDecode
 
 from conveyor_shared.config.loader import RoutesSource
+from conveyor_shared.delivery.cleanup import PickupCleaner
 from conveyor_shared.delivery.destinations import DestinationFactory
 from conveyor_shared.delivery.failures import DeadLetterHandler
 from conveyor_shared.delivery.held import HeldDuplicates
@@ -76,7 +77,13 @@ async def run_transfer_service(
         publisher = EventPublisher(
             aws.sns, await aws.topic_arn(names.events_topic, settings.region)
         )
-        completion = JobCompletion(files, jobs, publisher)
+        completion = JobCompletion(
+            files, jobs, publisher, count_linger_seconds=settings.ack_linger_seconds
+        )
+        cleaner = PickupCleaner(aws.s3, linger_seconds=settings.ack_linger_seconds)
+        # After the consumers stop: what they settled is counted and cleaned up.
+        stack.push_async_callback(completion.close)
+        stack.push_async_callback(cleaner.close)
         queue = names.transfer_queue(destination_type)
         queue_url = await aws.queue_url(queue)
         held = HeldDuplicates(aws.sqs, await aws.queue_url(names.scanner_queue))
@@ -93,6 +100,7 @@ async def run_transfer_service(
             paths=DestinationPaths(aws.dynamodb, names.locks_table, files.claim_ended),
             lease_seconds=settings.lease_seconds,
             verify=settings.verify,
+            cleaner=cleaner,
         )
         dead_letters = DeadLetterHandler(
             files,
@@ -111,6 +119,8 @@ async def run_transfer_service(
                 wait_seconds=settings.receive_wait_seconds,
                 retry_delays=settings.retry_delays,
                 drain_seconds=settings.drain_seconds,
+                linger_seconds=settings.ack_linger_seconds,
+                gather_seconds=settings.receive_gather_seconds,
             ),
             QueueConsumer(
                 aws.sqs,

@@ -34,6 +34,7 @@ from stamina import retry
 from conveyor_shared.backends.s3 import S3Store, info_from_head, version_id
 from conveyor_shared.config.loader import RoutesSource
 from conveyor_shared.config.models import Route
+from conveyor_shared.delivery.cleanup import PickupCleaner
 from conveyor_shared.delivery.destinations import DestinationFactory, destination_path
 from conveyor_shared.delivery.failures import (
     AfterSettle,
@@ -121,6 +122,7 @@ class DeliveryWorker:
         lease_seconds: int = 60,
         verify: bool = True,
         max_attempts: int = 3,
+        cleaner: PickupCleaner | None = None,
     ) -> None:
         self._type = destination_type
         self._files = files
@@ -135,6 +137,7 @@ class DeliveryWorker:
         self._lease = lease_seconds
         self._verify = verify
         self._max_attempts = max_attempts
+        self._cleaner = cleaner or PickupCleaner(s3_client, linger_seconds=0)
 
     async def handle(self, message: ReceivedMessage) -> None:
         command = parse_transfer(message.body)
@@ -439,25 +442,25 @@ class DeliveryWorker:
             raise RetryLater(wait, f"another worker holds this file for {wait} s more")
 
     async def _after_delivery(self, route: Route, entry: FileEntry) -> None:
-        """Apply the route's after-delivery action to exactly the delivered version."""
+        """Apply the route's after-delivery action to exactly the delivered version:
+        copied to the archive now, deleted from the pick-up soon (``cleanup.py``)."""
         if route.after_delivery == "keep":
             return
         pickup = S3Store(self._s3, entry.source_bucket)
         key, version = entry.source_key, entry.source_version
-        try:
-            if route.after_delivery == "archive" and route.archive is not None:
-                archive = S3Store(self._s3, route.archive.bucket, route.archive.prefix)
+        if route.after_delivery == "archive" and route.archive is not None:
+            archive = S3Store(self._s3, route.archive.bucket, route.archive.prefix)
+            try:
                 info = await pickup.stat(key, version)
                 await archive.copy_from(pickup, info, destination_path(route, key))
-            await pickup.delete(key, version)
-        except NotFound:
-            pass  # already moved by an earlier attempt
-        except Exception as exc:
-            # The delivery itself succeeded; a file left in the pick-up is
-            # recognised as already delivered and not sent again.
-            log.error("pickup.cleanup_failed", action=route.after_delivery, error=str(exc))
-            return
-        log.info("pickup.cleaned", action=route.after_delivery, key=key, version=version)
+            except NotFound:
+                return  # already moved by an earlier attempt
+            except Exception as exc:
+                # The delivery itself succeeded; a file left in the pick-up is
+                # recognised as already delivered and not sent again.
+                log.error("pickup.archive_failed", key=key, version=version, error=str(exc))
+                return
+        self._cleaner.delete(entry.source_bucket, key, version)
 
 
 def _cancelling() -> bool:

@@ -36,7 +36,7 @@ from conveyor_shared.ledger.dynamo import (
     to_item,
     values,
 )
-from conveyor_shared.ledger.models import FileStatus, Job, JobStatus
+from conveyor_shared.ledger.models import Job, JobStatus
 
 _UNFINISHED_INDEX = "unfinished"
 #: Who is closing and starting a job (``batch.due``).
@@ -133,14 +133,13 @@ class JobLedger:
             ExpressionAttributeValues=values({":sent": dispatched, ":back": given_back}),
         )
 
-    async def count(self, job_id: str, status: FileStatus) -> Job | None:
-        """Count one file of the job settled with ``status``; the job after it."""
-        counter = "succeeded" if status is FileStatus.SUCCESS else "failed"
+    async def count(self, job_id: str, *, succeeded: int = 0, failed: int = 0) -> Job | None:
+        """Count settled files of the job; the job after it."""
         return await self._update(
             job_id,
-            UpdateExpression=f"ADD {counter} :one",
+            UpdateExpression="ADD succeeded :ok, failed :failed",
             ConditionExpression="attribute_exists(jobId)",
-            ExpressionAttributeValues=values({":one": 1}),
+            ExpressionAttributeValues=values({":ok": succeeded, ":failed": failed}),
         )
 
     async def start(self, job_id: str, total: int) -> Job | None:

@@ -27,6 +27,9 @@ from pydantic.alias_generators import to_camel
 
 from conveyor_shared.ledger.dynamo import condition_failed, from_item, now_iso, to_item, values
 
+#: The index of versions by source and ``storedAt`` (deploy/conveyor.yaml).
+STORED_AT_INDEX = "byStoredAt"
+
 
 class PathStatus(StrEnum):
     PRESENT = "present"
@@ -235,6 +238,37 @@ class ReceivedLedger:
         ):
             found += [ReceivedVersion.model_validate(from_item(i)) for i in page.get("Items", [])]
         return sorted(found, key=lambda v: v.first_seen)
+
+    async def recent(
+        self,
+        source: str,
+        *,
+        limit: int,
+        name: str | None = None,
+        start: dict[str, Any] | None = None,
+    ) -> tuple[list[ReceivedVersion], dict[str, Any] | None]:
+        """One read of ``source``'s received versions, newest first, on the
+        sparse ``byStoredAt`` index (only versions carry ``storedAt``): up to
+        ``limit`` evaluated, those whose path contains ``name`` kept, and the
+        key to start the next read at (None at the end)."""
+        arguments: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": STORED_AT_INDEX,
+            "KeyConditionExpression": "#s = :s",
+            "ExpressionAttributeNames": {"#s": "source"},
+            "ExpressionAttributeValues": values({":s": source}),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if name:
+            arguments["FilterExpression"] = "contains(#path, :name)"
+            arguments["ExpressionAttributeNames"]["#path"] = "path"
+            arguments["ExpressionAttributeValues"][":name"] = {"S": name}
+        if start:
+            arguments["ExclusiveStartKey"] = start
+        response = await self._db.query(**arguments)
+        found = [ReceivedVersion.model_validate(from_item(i)) for i in response.get("Items", [])]
+        return found, response.get("LastEvaluatedKey")
 
     async def put_version(self, version: ReceivedVersion) -> ReceivedVersion:
         """Record ``version`` once. Returns the recorded version: this one, or

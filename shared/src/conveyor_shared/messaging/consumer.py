@@ -91,6 +91,7 @@ class QueueConsumer:
         retry_delays: Sequence[int] = (2, 10, 30),
         drain_seconds: float = 30.0,
         linger_seconds: float = 0.05,
+        gather_seconds: float = 0.0,
     ) -> None:
         self._sqs = sqs
         self._url = queue_url
@@ -102,6 +103,7 @@ class QueueConsumer:
         self._retry_delays = tuple(retry_delays)
         self._drain = drain_seconds
         self._linger = linger_seconds
+        self._gather = gather_seconds
         self._acks: MessageAcks | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._log = log.bind(queue=queue_url.rsplit("/", 1)[-1])
@@ -138,6 +140,11 @@ class QueueConsumer:
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
                 task.add_done_callback(lambda _t: slots.release())
+            if self._gather and 0 < len(messages) < taken:
+                # A trickle: let a few more arrive, so that the next receive
+                # takes several messages instead of one (``gather_seconds``).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._gather)
 
     async def _receive(self, count: int, stop: asyncio.Event) -> list[ReceivedMessage]:
         receive = asyncio.ensure_future(

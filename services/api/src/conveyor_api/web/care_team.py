@@ -1,11 +1,11 @@
-"""The care team's pages: files per provider, newest first, marked when new
-since the viewer's last visit, searchable by name, each downloadable through
-a short-lived presigned S3 URL, and every download recorded (who, when).
+"""The care team's pages (S6): files received per provider source, newest
+first, marked when new since the viewer's last visit, searchable by name,
+each downloadable through a short-lived presigned S3 URL of the stored
+version, and every download recorded (who, when).
 
 The rows come from ``received_files``, the one place that knows where
-received files are recorded: today the delivery ledger's delivered files,
-per client; once the read model lists provider sync's received versions,
-that function reads them instead and the pages stay as they are."""
+received files are recorded: the read model's list of provider sync's
+received versions (``conveyor_api.received``)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from conveyor_api.context import ApiContext
-from conveyor_api.models import FileDetail, FileSummary
+from conveyor_api.models import FileDetail, ReceivedFile
 from conveyor_api.problems import ProblemError, not_found
-from conveyor_api.read import FileQuery, file_detail, list_files
+from conveyor_api.read import file_detail
+from conveyor_api.received import ReceivedQuery, list_received
 from conveyor_api.records import file_subject, new_action_id, record_action
 from conveyor_api.web.access import Ctx, FormViewer, SignedIn, WebRoute
 from conveyor_api.web.links import ClientInForm, IdInForm, page_context
@@ -28,7 +29,6 @@ from conveyor_api.web.render import render
 from conveyor_api.web.visits import last_visit
 from conveyor_shared.backends.s3 import S3Store, version_id
 from conveyor_shared.errors import NotFound
-from conveyor_shared.ledger.models import FileStatus
 
 log = structlog.get_logger("conveyor.web")
 
@@ -43,21 +43,23 @@ PER_PROVIDER = 10
 @dataclass(frozen=True)
 class ProviderFiles:
     provider: str
-    files: list[FileSummary]
+    name: str
+    files: list[ReceivedFile]
     next_cursor: str | None
 
 
 async def received_files(
     ctx: ApiContext, provider: str, name: str | None, cursor: str | None, limit: int
 ) -> ProviderFiles:
-    """One provider's files, newest first (one indexed query)."""
-    page = await list_files(
-        ctx,
-        FileQuery(
-            client=provider, status=FileStatus.SUCCESS, name=name, cursor=cursor, limit=limit
-        ),
-    )
-    return ProviderFiles(provider, page.items, page.next_cursor)
+    """One provider source's received files, newest first (one indexed query)."""
+    page = await list_received(ctx, ReceivedQuery(provider, name, limit, cursor))
+    sources = {s.id: s.name for s in (await ctx.routes.get()).sources}
+    return ProviderFiles(provider, sources.get(provider, provider), page.items, page.next_cursor)
+
+
+def received_subject(source_id: str, path: str, sha256: str) -> str:
+    """What a received version's actions are recorded on."""
+    return f"received/{source_id}/{path}#{sha256}"
 
 
 @router.get("/received", name="web_received")
@@ -69,7 +71,7 @@ async def received(
     name: Annotated[str | None, Query(max_length=200)] = None,
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> Response:
-    providers = sorted({r.client_id for r in (await ctx.routes.get()).routes})
+    providers = sorted(s.id for s in (await ctx.routes.get()).sources)
     provider, name = provider or None, name or None
     if provider is not None:
         reads = [received_files(ctx, provider, name, cursor, 50)]
@@ -112,22 +114,7 @@ async def download(
     if detail is None:
         raise not_found("file")
     bucket, key, version = download_object(detail)
-    try:
-        await S3Store(ctx.aws.s3, bucket).head(key, version)
-    except NotFound:
-        raise ProblemError(
-            409, "Not available", "this file is no longer kept where it can be downloaded"
-        ) from None
-    params = {
-        "Bucket": bucket,
-        "Key": key,
-        "ResponseContentDisposition": f'attachment; filename="{_ascii_name(detail.file_name)}"',
-    }
-    if (vid := version_id(version)) is not None:
-        params["VersionId"] = vid
-    url = await ctx.aws.s3.generate_presigned_url(
-        "get_object", Params=params, ExpiresIn=DOWNLOAD_SECONDS
-    )
+    url = await _presigned(ctx, bucket, key, version, detail.file_name)
     await record_action(
         ctx,
         who.caller,
@@ -138,6 +125,58 @@ async def download(
         outcome=f"s3://{bucket}/{key}, link valid {DOWNLOAD_SECONDS} s",
     )
     log.info("web.download", by=who.caller.key_id, client_id=client, file=detail.file_name)
+    return RedirectResponse(url, status_code=303)
+
+
+async def _presigned(ctx: ApiContext, bucket: str, key: str, version: str | None, name: str) -> str:
+    """A link to the object valid ``DOWNLOAD_SECONDS``, served as an
+    attachment; 409 when the object is no longer there."""
+    try:
+        await S3Store(ctx.aws.s3, bucket).head(key, version)
+    except NotFound:
+        raise ProblemError(
+            409, "Not available", "this file is no longer kept where it can be downloaded"
+        ) from None
+    params = {
+        "Bucket": bucket,
+        "Key": key,
+        "ResponseContentDisposition": f'attachment; filename="{_ascii_name(name)}"',
+    }
+    if (vid := version_id(version)) is not None:
+        params["VersionId"] = vid
+    url: str = await ctx.aws.s3.generate_presigned_url(
+        "get_object", Params=params, ExpiresIn=DOWNLOAD_SECONDS
+    )
+    return url
+
+
+SourceInForm = Annotated[str, Form(min_length=1, max_length=100)]
+PathInForm = Annotated[str, Form(min_length=1, max_length=1024)]
+Sha256InForm = Annotated[str, Form(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$")]
+
+
+@router.post("/received/download", name="web_received_download")
+async def download_received(
+    ctx: Ctx, who: FormViewer, source: SourceInForm, path: PathInForm, sha256: Sha256InForm
+) -> Response:
+    """Record the download, then send the browser to a presigned URL of the
+    stored version (its immutable landing key)."""
+    version = await ctx.received.version(source, path, sha256)
+    if version is None:
+        raise not_found("file")
+    bucket, _, key = version.uri.removeprefix("s3://").partition("/")
+    name = path.rsplit("/", 1)[-1]
+    url = await _presigned(ctx, bucket, key, None, name)
+    await record_action(
+        ctx,
+        who.caller,
+        action_id=new_action_id(),
+        kind="download",
+        subjects=[received_subject(source, path, sha256)],
+        reason=None,
+        outcome=f"{version.uri}, link valid {DOWNLOAD_SECONDS} s",
+    )
+    log.info("web.download", by=who.caller.key_id, source=source, file=path)
     return RedirectResponse(url, status_code=303)
 
 

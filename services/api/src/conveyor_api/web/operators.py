@@ -1,8 +1,9 @@
-"""The operators' pages: failures first, each route's health, files sent,
+"""The operators' pages: failures first, each route's and provider source's
+health, files sent,
 one file's timeline, and a resend with a confirmation and a reason.
 
 Each page shows what an API endpoint returns (``/clients``, ``/files``,
-``/files/{client}/{id}``) through the same read model and actions, so the
+``/sources``, ``/files/{client}/{id}``) through the same read model and actions, so the
 page and the API cannot disagree."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from conveyor_api.idempotent import idempotent
 from conveyor_api.models import FileDetail, ResendRequest
 from conveyor_api.problems import ProblemError, not_found
 from conveyor_api.read import FileQuery, file_detail, list_files, queue_depths, route_health
+from conveyor_api.sources import source_health
 from conveyor_api.web.access import Ctx, FormViewer, SignedIn, WebRoute, operator
 from conveyor_api.web.links import (
     ClientInForm,
@@ -46,16 +48,18 @@ NOTICES = {
 @router.get("/", name="web_overview")
 async def overview(request: Request, ctx: Ctx, who: SignedIn) -> Response:
     # Independent reads, made at once: the page waits for the slowest, not the sum.
-    failed, waiting, health, queues = await asyncio.gather(
+    failed, waiting, health, sources, queues = await asyncio.gather(
         list_files(ctx, FileQuery(status=FileStatus.FAIL, limit=25)),
         list_files(ctx, FileQuery(status=FileStatus.PROCESSING, limit=25)),
         route_health(ctx),
+        source_health(ctx),
         queue_depths(ctx),
     )
     context = page_context(who, "overview") | {
         "failed": failed,
         "waiting": waiting,
         "health": health,
+        "sources": sources,
         "queues": queues,
     }
     return render(request, "overview.html", context)

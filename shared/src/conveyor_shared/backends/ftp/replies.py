@@ -1,6 +1,6 @@
 """FTP replies and what they mean for Conveyor: transient (421, 425, 426,
-450, 451, 452 and every other 4xx), permanent (530 refused login, 550, 553,
-every other 5xx), not found (550 where a path was looked up). Every error
+450, 451, 452 and every other 4xx, and vsftpd's ``500 OOPS``), permanent (530
+refused login, 550, 553, every other 5xx), not found (550 where a path was looked up). Every error
 names the server's reply, never a password."""
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def reply_error(reply: Reply, what: str, *, path_lookup: bool = False) -> Convey
     message = f"{what}: the server replied {reply}"
     if reply.code == 530:
         return CredentialsRefused(message)
-    if 400 <= reply.code < 500:
+    if 400 <= reply.code < 500 or reply.text.startswith("OOPS:"):
+        # vsftpd's "500 OOPS: ..." is its session process dying (seen when its
+        # passive port range ran out under load), not a refusal: a new session works.
         return TransientError(message)
     if reply.code == 550 and path_lookup:
         return ServerPathMissing(message)

@@ -133,6 +133,24 @@ class FtpStore:
                 if not finished:
                     data.abort()
 
+    # --- delete ------------------------------------------------------------
+
+    async def delete(self, path: str) -> None:
+        """``DELE`` ``path`` (provider sync's ``after_copy: delete``).
+
+        A 550 means missing or refused alike, so the path is looked up:
+        ``NotFound`` if it is gone, else ``PermanentError`` with the server's
+        reply. ``TransientError`` if the connection drops.
+        """
+        relative = _checked_relative(path)
+        what = f"delete {self.describe(path)}"
+        async with self.pool.session() as session:
+            remote = self._absolute(session, relative)
+            reply = await session.command(f"DELE {remote}", what, required=False)
+            if reply.code == 550:
+                await self.stat_remote(session, remote, path, what)  # raises NotFound if gone
+            expect(reply, what)
+
     # --- list --------------------------------------------------------------
 
     async def _entries(self, relative_dir: str) -> list[Entry]:

@@ -1,5 +1,5 @@
-"""One directory on one SFTP server: a Source (list, stat, open) and a
-Destination (begin an upload, sweep orphans, rename into place)."""
+"""One directory on one SFTP server: a Source (list, stat, open, delete) and
+a Destination (begin an upload, sweep orphans, rename into place)."""
 
 from __future__ import annotations
 
@@ -256,6 +256,16 @@ class SftpStore:
                     raise
                 await session.sftp.remove(final)
                 await session.sftp.rename(temp, final)
+
+    async def delete(self, path: str) -> None:
+        """Remove ``path`` (a file; provider sync's ``after_copy: delete``).
+
+        Raises ``NotFound`` if it does not exist, ``PermanentError`` if the
+        server refuses, ``TransientError`` if the connection drops.
+        """
+        async with self.pool.session() as session:
+            with self._errors(f"delete {self.describe(path)}"):
+                await session.sftp.remove(self.remote_path(path))
 
     async def remote_hash(self, path: str, algorithm: str) -> str | None:
         """Run ``md5sum`` (``sha1sum``, ``sha256sum``) on ``path`` on the server.

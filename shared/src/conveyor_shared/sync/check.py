@@ -1,21 +1,49 @@
-"""``conveyor source check ID`` and ``conveyor plan [ID]`` (S5): what a
-source's server says, and what the next poll would do. Neither changes
-anything: no ledger write, no message, no file touched."""
+"""``conveyor source check ID`` and ``conveyor plan [ID]`` (S5, B3): what a
+source's server says, and what the next poll would do (``plan_poll``, which
+provider sync's poll runs too). Neither changes anything: no ledger write,
+no message, no file touched. The API runs both, so they live here."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel
 
-from conveyor_provider_sync.detect import Verdict
-from conveyor_provider_sync.poll import known_states, list_source, plan_poll
-from conveyor_provider_sync.remote import SourceOpener
 from conveyor_shared.config.sources import ProviderSource
 from conveyor_shared.errors import ConveyorError, CredentialsRefused, NotFound
-from conveyor_shared.ledger.received import ReceivedLedger
+from conveyor_shared.ledger.received import PathState, PathStatus, ReceivedLedger
+from conveyor_shared.sync.detect import Decision, Verdict, decide
+from conveyor_shared.sync.remote import SourceOpener
+from conveyor_shared.transfer.protocols import ObjectInfo
+
+
+async def list_source(opener: SourceOpener, source: ProviderSource) -> list[ObjectInfo]:
+    async with opener.open(source) as remote:
+        return [info async for info in remote.list()]
+
+
+async def known_states(ledger: ReceivedLedger, source_id: str) -> dict[str, PathState]:
+    return {state.path: state async for state in ledger.states(source_id)}
+
+
+def plan_poll(
+    source: ProviderSource, listing: list[ObjectInfo], states: dict[str, PathState]
+) -> tuple[list[Decision], list[PathState]]:
+    """What a poll would do: a decision per listed file, and the known files
+    that are gone. Pure: ``conveyor plan`` shows exactly this."""
+    now = datetime.now(UTC)
+    names = frozenset(info.path for info in listing)
+    decisions = [decide(source, info, states.get(info.path), names, now) for info in listing]
+    gone = [
+        state
+        for path, state in states.items()
+        if path not in names and state.status is PathStatus.PRESENT and source.wants(path)
+    ]
+    return decisions, gone
+
 
 Stage = Literal[
     "dns", "refused", "timeout", "tls", "host_key", "login", "permission", "directory", "listing"

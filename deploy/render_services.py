@@ -252,7 +252,11 @@ SERVICES = [
         "api",
         "conveyor_api",
         [
-            allow("Ledger", LEDGER_WRITE, table_arns("files", "jobs")),
+            # Action records and Idempotency-Keys live in the locks table.
+            allow("Ledger", LEDGER_WRITE, table_arns("files", "jobs", "locks")),
+            allow("Readiness", ["dynamodb:DescribeTable"], table_arns("files")),
+            # Downloads and resends read the upload as it was picked up (its version).
+            allow("Pickup", PICKUP_READ, [PICKUP_OBJECTS]),
             allow(
                 "Resend",
                 QUEUE_SENDER,
@@ -280,12 +284,20 @@ SERVICES = [
             # (which reach partners' servers with the sources' secrets), downloads.
             allow("Received", LEDGER_READ, table_arns("received")),
             allow("PollNow", QUEUE_SENDER, [queue_arn("sync-poll")]),
+            # Status: every queue's and dead-letter queue's depth.
             allow(
-                "SyncQueues",
+                "QueueDepths",
                 ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
                 [
-                    queue_arn(q)
-                    for q in ("sync-poll", "sync-poll-dlq", "sync-fetch", "sync-fetch-dlq")
+                    queue_arn(f"{q}{dlq}")
+                    for q in (
+                        "scanner",
+                        *(f"transfer-{k}" for k in DESTINATION_TYPES),
+                        "notifier",
+                        "sync-poll",
+                        "sync-fetch",
+                    )
+                    for dlq in ("", "-dlq")
                 ],
             ),
             allow("SourceSecrets", ["secretsmanager:GetSecretValue"], secret_arns("sync-")),

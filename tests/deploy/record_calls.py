@@ -38,6 +38,7 @@ TESTS = [
     "tests/integration/test_transfer_ftp.py",
     "tests/integration/test_api.py",
     "tests/integration/test_api_delivery.py",
+    "tests/integration/test_api_sources.py",
 ]
 
 

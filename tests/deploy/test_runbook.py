@@ -232,6 +232,13 @@ async def test_a_new_client_and_a_new_provider_are_live_after_the_upload(
         outputs = [await ops.runbook.run_until_ok(line, timeout=45) for line in lines[upload + 1 :]]
     assert new_client in outputs[0]
     assert outputs[1].startswith("ok"), outputs[1]
+    assert outputs[2].startswith("ok: 0 file(s)"), outputs[2]
+    assert len(outputs) == 4
+    sqs = ops.aws["sqs"]
+    url = (await sqs.get_queue_url(QueueName=f"{ops.api.stack.name}-sync-poll"))["QueueUrl"]
+    polls = (await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10))["Messages"]
+    asked = [json.loads(m["Body"]) for m in polls]
+    assert [(a["source_id"], a["force"]) for a in asked] == [(source, True)]
 
 
 def _cluster_variables(deployment: Deployment) -> dict[str, str]:

@@ -376,6 +376,7 @@ async def test_a_correction_uploaded_while_the_first_is_in_flight_is_delivered_a
     assert sha256(final.read_bytes()) == sha256(correction)
     archived = await aws["s3"].get_object(Bucket=stack.pickup_bucket, Key="archive/eligibility.bin")
     assert sha256(await archived["Body"].read()) == sha256(correction)
+
     # Both versions leave the pick-up; no delete marker hides anything.
     async def pickup_versions_left() -> list[Any]:
         listed = await aws["s3"].list_object_versions(Bucket=stack.pickup_bucket, Prefix=CLIENT)

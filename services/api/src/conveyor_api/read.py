@@ -264,13 +264,7 @@ DESTINATION_TYPES = ("gcs", "sftp", "s3", "ftp")
 def queue_names(ctx: ApiContext) -> list[str]:
     names = ctx.names
     transfer = [names.transfer_queue(t) for t in DESTINATION_TYPES]
-    return [
-        names.scanner_queue,
-        *transfer,
-        names.notifier_queue,
-        names.sync_poll_queue,
-        names.sync_fetch_queue,
-    ]
+    return [names.scanner_queue, *transfer, names.notifier_queue]
 
 
 async def _depth_of(ctx: ApiContext, name: str) -> tuple[int, int, int] | None:

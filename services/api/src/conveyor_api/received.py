@@ -8,6 +8,7 @@ read starts, so paging across sources neither skips nor repeats a file."""
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from dataclasses import dataclass
 from typing import Any
@@ -95,44 +96,47 @@ async def _source_page(
     return found, start
 
 
-async def source_ids(ctx: ApiContext) -> list[str]:
-    return [s.id for s in (await ctx.routes.get()).sources]
-
-
 async def list_received(ctx: ApiContext, query: ReceivedQuery) -> ReceivedPage:
     """One page of received files, newest first."""
-    known = await source_ids(ctx)
-    if query.source is not None and query.source not in known:
+    names = {s.id: s.name for s in (await ctx.routes.get()).sources}
+    if query.source is not None and query.source not in names:
         raise not_found("source")
-    chosen = [query.source] if query.source is not None else known
+    chosen = [query.source] if query.source is not None else list(names)
     positions = decode(query.cursor)
     if positions is not None and not set(positions) <= set(chosen):
         raise ProblemError(400, "Invalid cursor", "this cursor is not of this query")
     # A source the cursor does not name (a new one) starts at its newest file.
     starts: Positions = {s: (positions or {}).get(s, {}) for s in chosen}
     reading = [s for s, start in starts.items() if start is not None]
-    pages = {
-        s: await _source_page(ctx, s, starts[s] or None, query.name, query.limit) for s in reading
-    }
-    frontier = _frontier(list(pages.values()), query.limit)
-    merged = heapq.merge(
-        *(page for page, _ in pages.values()), key=lambda v: v.stored_at, reverse=True
+    read = await asyncio.gather(
+        *(_source_page(ctx, s, starts[s] or None, query.name, query.limit) for s in reading)
     )
+    pages = dict(zip(reading, read, strict=True))
+    frontier = _frontier(read, query.limit)
+    merged = heapq.merge(*(page for page, _ in read), key=lambda v: v.stored_at, reverse=True)
     taken = [v for v in merged if v.stored_at >= frontier][: query.limit]
-    next_positions: Positions = {s: starts[s] for s in chosen if s not in pages}
+    return ReceivedPage(
+        items=[ReceivedFile.of(v, names.get(v.source)) for v in taken],
+        next_cursor=encode(_next_positions(starts, pages, taken)),
+    )
+
+
+def _next_positions(
+    starts: Positions,
+    pages: dict[str, tuple[list[ReceivedVersion], dict[str, Any] | None]],
+    taken: list[ReceivedVersion],
+) -> Positions:
+    """Where each source's next read starts: after the last of its files this
+    page shows, where it was if the page shows none, and after all it read
+    if the page shows all of it."""
+    following: Positions = {s: start for s, start in starts.items() if s not in pages}
     for source, (page, start) in pages.items():
         mine = [v for v in taken if v.source == source]
         if len(mine) == len(page):
-            next_positions[source] = start
+            following[source] = start
         else:
-            next_positions[source] = position(mine[-1]) if mine else starts[source]
-    names = {s.id: s for s in (await ctx.routes.get()).sources}
-    return ReceivedPage(
-        items=[
-            ReceivedFile.of(v, names[v.source].name if v.source in names else None) for v in taken
-        ],
-        next_cursor=encode(next_positions),
-    )
+            following[source] = position(mine[-1]) if mine else starts[source]
+    return following
 
 
 def _frontier(pages: list[tuple[list[ReceivedVersion], dict[str, Any] | None]], limit: int) -> str:

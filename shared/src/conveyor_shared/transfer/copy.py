@@ -111,15 +111,23 @@ def _hashes_to_compute(
     When the destination *assures* a hash the source vouches for (GCS's
     ``md5Hash`` against an S3 ETag), those two are compared directly and the
     source's hashes are not computed here: MD5 costs about 1.4 CPU-seconds per
-    GiB, SHA-256 0.6, and would prove nothing more. Otherwise every hash the
-    source vouches for is computed while streaming, because the destination
-    may end up reporting nothing (an SFTP server that refuses ``md5sum``, an
-    S3 multipart upload). What the destination may report that the source
-    does not vouch for is computed too, to compare it with what was read.
+    GiB, SHA-256 0.6, and would prove nothing more. Otherwise the strongest
+    hash the source vouches for is computed while streaming, because the
+    destination may end up reporting nothing (an SFTP server that refuses
+    ``md5sum``, an FTP server without ``HASH``), and so is every hash the
+    destination may report, to compare it with what was read (against the
+    source's, where it vouches for that one too).
     """
-    end_to_end = bool(vouched.keys() & assured)
-    wanted = (set() if end_to_end else set(vouched)) | (features.native_hashes - vouched.keys())
+    if vouched.keys() & assured:
+        return set(features.native_hashes - vouched.keys()) & hashlib.algorithms_available
+    strongest = min(vouched, key=_rank, default=None)
+    wanted = set(features.native_hashes) | ({strongest} if strongest else set())
     return wanted & hashlib.algorithms_available
+
+
+def _rank(name: str) -> int:
+    """Strongest first (``_STRENGTH``), then any other hash."""
+    return _STRENGTH.index(name) if name in _STRENGTH else len(_STRENGTH)
 
 
 def _assured(upload: Upload, features: Features) -> frozenset[str]:

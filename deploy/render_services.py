@@ -266,8 +266,16 @@ SERVICES = [
                 ],
             ),
             allow(
+                # A redrive takes each dead letter off and sends it (or its file) back to
+                # work; listing dead letters looks at them without taking them.
                 "Redrive",
-                ["sqs:GetQueueAttributes", "sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks"],
+                [
+                    "sqs:GetQueueAttributes",
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:StartMessageMoveTask",
+                    "sqs:ListMessageMoveTasks",
+                ],
                 [
                     queue_arn(f"{q}-dlq")
                     for q in (

@@ -143,6 +143,12 @@ def _s3(operation: str, params: Mapping[str, Any]) -> Iterator[Request]:
             source["VersionId"] = query
         suffix = "Version" if source.get("VersionId") else ""
         yield Request(f"s3:GetObject{suffix}", _s3_object(source["Bucket"], source["Key"]))
+    elif operation == "DeleteObjects":
+        # IAM has no action of its own for it: each key is authorised as a DeleteObject
+        # (DeleteObjectVersion with a version). The keys are not recorded, so the policy
+        # must allow both on any object of the bucket.
+        for action in ("s3:DeleteObject", "s3:DeleteObjectVersion"):
+            yield Request(action, _s3_object(bucket, "*"))
     elif operation == "ListParts":
         yield Request("s3:ListMultipartUploadParts", _s3_object(bucket, key))
     else:

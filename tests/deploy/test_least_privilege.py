@@ -53,6 +53,15 @@ OWN_SECRETS = {
 #: Secrets another service reads on purpose: a provider source's credentials,
 #: read by provider sync to poll and by the API to check, test and plan a source.
 SHARED_SECRETS = {"sync-partner": {"api"}}
+#: Queues another service takes messages off on purpose: the API's redrive takes the
+#: dead letters off each dead-letter queue to send them back to work (docs/operations.md);
+#: provider sync's dead letters are asked for again by its own polls instead.
+SHARED_QUEUES = {
+    queue: {"api"}
+    for queues in OWN_QUEUES.values()
+    for queue in queues
+    if queue.endswith("-dlq") and not queue.startswith("sync-")
+}
 CONSUMER_ACTIONS = [
     "sqs:ReceiveMessage",
     "sqs:DeleteMessage",
@@ -89,6 +98,8 @@ def test_policy_allows_nothing_on_another_services_queues_or_secrets(service: st
         if other == service:
             continue
         for queue in OWN_QUEUES[other]:
+            if service in SHARED_QUEUES.get(queue, ()):
+                continue
             arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-{queue}"
             reached += [a for a in CONSUMER_ACTIONS if allows(POLICIES[service], Request(a, arn))]
         for secret in OWN_SECRETS[other]:

@@ -185,12 +185,13 @@ class JobBatches:
         holds the job's turn, so the mail goes out once."""
         if total is None:
             self._all_recorded(job, looked)
-            total = len(await self._files.files_of_job(job.job_id))
+        files = await self._files.files_of_job(job.job_id)
+        total = len(files) if total is None else total
         if total == 0:
             await self._jobs.discard(job.job_id)
             return
         if job.started_published_at is None:
-            await self._announce(job, total)
+            await self._announce(job, total, files)
         started = await self._jobs.start(job.job_id, total)
         if started is not None:
             await self._completion.finish_if_complete(started)
@@ -215,13 +216,16 @@ class JobBatches:
             reason=f"no file of the job was recorded for {self._grace} s",
         )
 
-    async def _announce(self, job: Job, total: int) -> None:
+    async def _announce(self, job: Job, total: int, files: Sequence[FileEntry]) -> None:
+        # D12: the start of every job, with its files as they are now (some
+        # may be delivered already: files go on arrival, the job groups them).
         log.info(
             "job.started",
             job_id=job.job_id,
             client_id=job.client_id,
             started_at=job.started_at,
             total=total,
+            files=[{"file": f.file_name, "status": f.status.value} for f in files],
         )
         await self._publisher.publish(
             JobStarted(

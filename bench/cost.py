@@ -53,16 +53,18 @@ class PerFile:
 
     #: Requests the services make per file (docs/benchmarks.md's total); the
     #: billed figures below are their breakdown.
-    requests: float = 20.77
-    dynamodb_wru: float = 11.11
-    dynamodb_rru: float = 3.61
-    sqs: float = 3.57
+    requests: float = 8.25
+    dynamodb_wru: float = 4.59
+    dynamodb_rru: float = 0.20
+    sqs: float = 1.47
     #: S3's event into the scanner queue: an SQS request no service makes.
     s3_events: float = 1.0
-    s3_reads: float = 4.00
+    #: The scanner's and the worker's GetObject, and DeleteObjects (0.14)
+    #: priced with them.
+    s3_reads: float = 2.14
     #: 1.00 for a delivery to S3 (the server-side CopyObject); 0 to GCS or SFTP.
     s3_writes: float = 0.0
-    sns: float = 0.04
+    sns: float = 0.01
     secrets: float = 0.004
     #: Log lines a file adds (arrived ... delivered, across services), in KB.
     log_kb: float = 6.0

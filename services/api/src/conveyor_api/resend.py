@@ -26,7 +26,7 @@ from conveyor_shared.config.models import Route
 from conveyor_shared.errors import NotFound
 from conveyor_shared.ledger.dynamo import now_iso
 from conveyor_shared.ledger.models import FileEntry, FileStatus, Job, JobStatus
-from conveyor_shared.messaging.models import JobStarted, S3ObjectRef, TransferRequested
+from conveyor_shared.messaging.models import JobStarted
 from conveyor_shared.messaging.publisher import CommandSender
 
 log = structlog.get_logger("conveyor.api")
@@ -61,22 +61,6 @@ def fresh_entry(entry: FileEntry, job_id: str) -> FileEntry:
     )
 
 
-def transfer_of(entry: FileEntry) -> TransferRequested:
-    return TransferRequested(
-        client_id=entry.client_id,
-        content_id=entry.content_id,
-        job_id=entry.job_id,
-        file_name=entry.file_name,
-        source=S3ObjectRef(
-            bucket=entry.source_bucket,
-            key=entry.source_key,
-            size=entry.size,
-            etag=entry.source_etag,
-            version=entry.source_version,
-        ),
-    )
-
-
 async def _why_not(ctx: ApiContext, entry: FileEntry) -> str | None:
     """Why ``entry`` cannot be resent now, or None if it can."""
     if not entry.settled:
@@ -94,7 +78,7 @@ async def _dispatch(ctx: ApiContext, route: Route, job: Job, entries: Sequence[F
     await ctx.jobs.close(job.job_id, len(entries))
     started = await ctx.jobs.start(job.job_id, len(entries))
     queue = await ctx.aws.queue_url(ctx.names.transfer_queue(route.destination.type))
-    await CommandSender(ctx.aws.sqs, queue).send_many([transfer_of(e) for e in entries])
+    await CommandSender(ctx.aws.sqs, queue).send_many([e.transfer_request() for e in entries])
     # Marked sent, so the scanner's repair does not send them again.
     await ctx.jobs.recorded(job.job_id, dispatched=len(entries), given_back=0)
     await ctx.publisher.publish(

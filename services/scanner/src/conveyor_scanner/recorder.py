@@ -54,7 +54,6 @@ from conveyor_shared.ledger.dynamo import epoch, now_iso, older_than
 from conveyor_shared.ledger.files import FileLedger
 from conveyor_shared.ledger.jobs import JobLedger
 from conveyor_shared.ledger.models import FileEntry, FileStatus
-from conveyor_shared.messaging.models import S3ObjectRef, TransferRequested
 from conveyor_shared.messaging.publisher import CommandSender, EventPublisher
 
 log = structlog.get_logger("conveyor.scanner")
@@ -323,24 +322,7 @@ class JobRecorder:
         if not entries:
             return
         sender = self._senders[route.destination.type]
-        await sender.send_many(
-            [
-                TransferRequested(
-                    client_id=e.client_id,
-                    content_id=e.content_id,
-                    job_id=e.job_id,
-                    file_name=e.file_name,
-                    source=S3ObjectRef(
-                        bucket=e.source_bucket,
-                        key=e.source_key,
-                        size=e.size,
-                        etag=e.source_etag,
-                        version=e.source_version,
-                    ),
-                )
-                for e in entries
-            ]
-        )
+        await sender.send_many([e.transfer_request() for e in entries])
 
     async def repair(self, route: Route, active: Sequence[FileEntry]) -> None:
         """Send again the files of ``route`` whose scanner stopped between

@@ -10,6 +10,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from conveyor_shared.messaging.models import S3ObjectRef, TransferRequested
+
 
 class FileStatus(StrEnum):
     PROCESSING = "processing"
@@ -92,6 +94,22 @@ class FileEntry(_Item):
     @property
     def settled(self) -> bool:
         return self.status in (FileStatus.SUCCESS, FileStatus.FAIL)
+
+    def transfer_request(self) -> TransferRequested:
+        """The ``transfer.requested`` command that sends this file."""
+        return TransferRequested(
+            client_id=self.client_id,
+            content_id=self.content_id,
+            job_id=self.job_id,
+            file_name=self.file_name,
+            source=S3ObjectRef(
+                bucket=self.source_bucket,
+                key=self.source_key,
+                size=self.size,
+                etag=self.source_etag,
+                version=self.source_version,
+            ),
+        )
 
 
 class Job(_Item):

@@ -308,7 +308,8 @@ def test_ctrl_c_stops_everything_it_started(dev_up: DevUp) -> None:
         "conveyor_provider_sync",
     }
     dev_up.proc.send_signal(signal.SIGINT)
-    assert dev_up.proc.wait(timeout=60) == 0
+    # Services drain what they hold first (up to their drain bound).
+    assert dev_up.proc.wait(timeout=150) == 0
     assert [name for name, pid in processes.items() if alive(pid)] == []
     gone = subprocess.run(
         [*CONVEYOR, "dev", "env", "--state-dir", str(dev_up.state)],

@@ -197,7 +197,9 @@ async def test_two_workers_handed_the_same_file_deliver_it_once(
                         counts["ApproximateNumberOfMessagesNotVisible"],
                     ) == ("0", "0")
 
-                await eventually(both_messages_done, timeout=60, what="both messages handled")
+                # The duplicate waits out the first worker's lease (60 s) before it
+                # finds the file settled.
+                await eventually(both_messages_done, timeout=150, what="both messages handled")
         finally:
             for worker in workers:
                 worker.stop()

@@ -88,8 +88,9 @@ def _mail_count(maildir: str | None) -> int:
     return len(list(new.iterdir())) if new.exists() else 0
 
 
-def _wait_for_mail(maildir: str | None, expected: int, timeout: float = 20.0) -> int:
-    """The job e-mails follow the last delivery by a moment: wait for them."""
+def _wait_for_mail(maildir: str | None, expected: int, timeout: float = 60.0) -> int:
+    """The job e-mails follow the last delivery by a moment (a job closes after
+    its batch window): wait for them."""
     deadline = time.monotonic() + timeout
     while _mail_count(maildir) < expected and time.monotonic() < deadline:
         time.sleep(0.25)

@@ -123,12 +123,17 @@ class ManagedProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
+    def terminate(self) -> None:
+        """SIGTERM the process group, without waiting."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left after ``grace``."""
         if self.process is None or self.process.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+        self.terminate()
         try:
             self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
